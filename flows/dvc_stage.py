@@ -1,0 +1,91 @@
+"""Run one DVC stage as a subprocess, streaming its output to the Prefect log; DVC decides if it is stale."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class StageFailed(RuntimeError):
+    """The stage's command exited with an error: bad input or a bug, so retrying would fail the same way."""
+
+
+class StageInterrupted(RuntimeError):
+    """The stage was killed (signal, lost worker) or the workspace was busy: worth a retry."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    ran: bool          # False when DVC found the stage up to date and skipped it
+    seconds: float
+    output_tail: str
+
+
+def _env() -> dict[str, str]:
+    """Stage commands say `python -m tasks.<stage>`: make that resolve to this interpreter's venv."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("TQDM_MININTERVAL", "5")  # progress bars stay readable in a log
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_dvc_stage(
+    stage: str,
+    log: Callable[[str], None] = print,
+    poll: Callable[[], None] | None = None,
+    cwd: Path = REPO,
+) -> StageResult:
+    """`dvc repro --single-item STAGE`: reproduces only this stage, and only if DVC says it is stale."""
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
+    lines: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            for line in raw.replace("\r", "\n").splitlines():
+                if line.strip():
+                    lines.append(line)
+                    log(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        if poll is not None:
+            poll()
+        time.sleep(1.0)
+    reader.join()
+    if poll is not None:
+        poll()
+    tail = "\n".join(lines[-30:])
+    rc = proc.returncode
+    if rc != 0:
+        busy = any("Unable to acquire lock" in line for line in lines)
+        # A negative code is a signal; 137/143 are SIGKILL/SIGTERM as reported through a shell.
+        if busy or rc < 0 or rc in (137, 143):
+            raise StageInterrupted(f"stage '{stage}' was interrupted (exit {rc}):\n{tail}")
+        raise StageFailed(f"stage '{stage}' failed (exit {rc}):\n{tail}")
+    skipped = any("didn't change, skipping" in line or "is cached - skipping" in line for line in lines)
+    return StageResult(stage, not skipped, time.monotonic() - start, tail)
+
+
+def read_json(path: Path) -> dict | None:
+    """Read a JSON file another process writes atomically; None while it does not exist yet."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,120 @@
+"""The whole pipeline as a Prefect flow: each Prefect task runs the DVC stage of the same name.
+
+    .venv/bin/python -m flows.pipeline            # what `make demo` runs (ephemeral local Prefect server)
+    .venv/bin/python -m flows.pipeline decode     # one stage (and nothing else)
+
+DVC decides what is stale, so a flow run and `dvc repro` leave the same outputs and the same dvc.lock.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from flows.dvc_stage import StageInterrupted, StageResult, read_json, run_dvc_stage
+from tasks import paths
+from tasks.params import DEFAULT_PARAMS, load_params
+
+# Pipeline order; tests check it equals the stages declared in dvc.yaml.
+STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode")
+
+
+def _transient_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
+    """Retry a killed stage or a busy workspace, never a stage that failed on its input."""
+    try:
+        state.result()
+    except StageInterrupted:
+        return True
+    except Exception:  # noqa: BLE001 - any other failure is deterministic
+        return False
+    return False
+
+
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient_only)
+def dvc_stage(stage: str) -> StageResult:
+    """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names."""
+    logger = get_run_logger()
+    poll = _decode_progress() if stage == "decode" else None
+    result = run_dvc_stage(stage, log=logger.info, poll=poll)
+    logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date, skipped", result.seconds)
+    if stage == "decode":
+        _decode_table()
+    return result
+
+
+def _decode_progress():
+    """Mirror the decode stage's progress file (written by the other process) into a progress artifact."""
+    progress_file = paths.RUNTIME / "progress" / "decode.json"
+    progress_file.unlink(missing_ok=True)
+    artifact_id = create_progress_artifact(0.0, key="decode-progress", description="Videos decoded")
+    last = [-1.0]
+
+    def poll() -> None:
+        state = read_json(progress_file)
+        if state and state.get("total"):
+            pct = 100.0 * state["done"] / state["total"]
+            if pct != last[0]:
+                update_progress_artifact(artifact_id, pct)
+                last[0] = pct
+
+    return poll
+
+
+def _decode_table() -> None:
+    """One row per video: what was cached, and the one-line reason for each failure."""
+    manifest = read_json(paths.DECODED)
+    if not manifest:
+        return
+    rows = [
+        {
+            "video": v["video_id"],
+            "case": v["case"],
+            "duration_s": round(v["duration_s"], 1) if v.get("duration_s") else None,
+            "frames_cached": v.get("frames") or 0,
+            "status": "ok" if not v.get("error") else f"failed: {v['error']}",
+        }
+        for v in manifest["videos"]
+    ]
+    failed = sum(1 for v in manifest["videos"] if v.get("error"))
+    create_table_artifact(
+        rows, key="decode-manifest", description=f"{len(rows)} videos, {failed} failed (reasons in the status column)"
+    )
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(stages: Sequence[str] | None = None) -> list[StageResult]:
+    """Validate params.yaml before any work, then run the stages in order."""
+    load_params(DEFAULT_PARAMS)
+    wanted = list(stages or STAGES)
+    unknown = sorted(set(wanted) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; the pipeline's stages are {list(STAGES)}")
+    results = []
+    for stage in (s for s in STAGES if s in wanted):
+        results.append(dvc_stage.with_options(name=stage)(stage))
+    return results
+
+
+def _summary(results: list[StageResult]) -> str:
+    lines = ["", "Pipeline finished:"]
+    lines += [f"  {r.stage:<12} {'ran' if r.ran else 'up to date':<11} {r.seconds:6.1f} s" for r in results]
+    lines += [
+        "",
+        f"Outputs:  {paths.DATA}/  (manifest: {paths.MANIFEST.relative_to(paths.REPO_ROOT)}, "
+        f"clip cache: {paths.CACHE.relative_to(paths.REPO_ROOT)}/)",
+        "Failures: per-video reasons are in data/cache/manifest.json ('error') and the decode log above.",
+        "Prefect UI (run history of this checkout):  make prefect-ui   then open http://127.0.0.1:4200",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    results = pipeline(argv or None)
+    print(_summary(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,10 @@
+"""Where each stage reads and writes; `dvc.yaml` declares the same paths as deps and outs."""
+
+from tasks.params import REPO_ROOT
+
+DATA = REPO_ROOT / "data"
+SYNTHETIC = DATA / "synthetic"            # synthesize: the embedded demo dataset (SurgVU layout)
+MANIFEST = DATA / "ingest" / "manifest.json"  # ingest: videos, probes and labels
+CACHE = DATA / "cache"                    # decode: one uint8 .npy per video (persisted between runs)
+DECODED = CACHE / "manifest.json"         # decode: the manifest plus frames cached / failure per video
+RUNTIME = REPO_ROOT / ".pipeline"         # scratch state for progress reporting; never versioned
