@@ -1,0 +1,84 @@
+"""A small transformer that predicts the encoder tokens of future frames from the context frames' tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.rope import apply_rope_3d, grid_positions, split_head_dim
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention (SDPA) with 3D RoPE on q and k, so tokens know their (t, h, w)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"predictor dim {dim} is not a multiple of heads {heads}")
+        self.heads = heads
+        split_head_dim(dim // heads)  # fail early on an unusable head dim
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        b, n, d = x.shape  # (B, N, D)
+        qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
+        q, k, v = qkv.unbind(0)
+        q, k = apply_rope_3d(q, pos), apply_rope_3d(k, pos)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, hd)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x), pos)
+        return x + self.mlp(self.norm2(x))  # (B, N, D)
+
+
+class Predictor(nn.Module):
+    """Context tokens of the first `context_t` token-time-steps -> predicted tokens of the remaining ones.
+
+    Future positions start as one learned query token; only RoPE tells them apart, so they cannot see any
+    future content (none is passed in). Output order matches the encoder: t-major, then h, then w."""
+
+    def __init__(self, enc_dim: int, dim: int, depth: int, heads: int):
+        super().__init__()
+        self.enc_dim, self.dim = enc_dim, dim
+        self.in_proj = nn.Linear(enc_dim, dim)
+        self.query = nn.Parameter(torch.zeros(1, 1, dim))
+        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.out_proj = nn.Linear(dim, enc_dim)
+        nn.init.trunc_normal_(self.query, std=0.02)
+        self.apply(_init)
+
+    def forward(self, context: Tensor, grid: tuple[int, int, int], context_t: int) -> Tensor:
+        tg, hg, wg = grid
+        b, nc, _ = context.shape  # (B, Nc, enc_dim)
+        if not 0 < context_t < tg:
+            raise ValueError(f"context_t={context_t} must be in 1..{tg - 1} for a grid of {tg} time steps")
+        if nc != context_t * hg * wg:
+            raise ValueError(f"got {nc} context tokens, expected {context_t}*{hg}*{wg}={context_t * hg * wg}")
+        nf = (tg - context_t) * hg * wg
+        pos = grid_positions(tg, hg, wg, device=context.device)  # (Nc + Nf, 3), context first
+        x = torch.cat([self.in_proj(context), self.query.expand(b, nf, -1)], dim=1)  # (B, Nc + Nf, dim)
+        for block in self.blocks:
+            x = block(x, pos)
+        return self.out_proj(self.norm(x[:, nc:]))  # (B, Nf, enc_dim)
+
+
+def _init(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)
