@@ -21,7 +21,7 @@ from tasks import paths
 from tasks.labels import (LabelError, normalise_task, read_events, read_folder_labels, read_motion, read_tasks,
                           split_by_part)
 from tasks.manifest import STEP_CLASSES, Interval, Manifest, VideoEntry, write_manifest
-from tasks.params import Params, load_or_exit, resolve_path
+from tasks.params import Params, load_or_exit, portable_path, resolve_path
 from tasks.synthetic import EVENT_LABEL, MOTION_CLASSES
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def probe(path: Path) -> dict:
 
 
 def _entry(f: Found, video_id: str) -> VideoEntry:
-    entry = VideoEntry(video_id=video_id, case=f.case, part=f.part, path=str(f.path.resolve()))
+    entry = VideoEntry(video_id=video_id, case=f.case, part=f.part, path=portable_path(f.path))
     try:
         entry.sha256 = sha256(f.path)
         for key, value in probe(f.path).items():
@@ -231,7 +231,7 @@ def ingest(params: Params, root: Path | None = None, out: Path | None = None, pr
     for v in entries:
         if v.error:
             log.warning("unusable video %s: %s", v.path, v.error)
-    manifest = Manifest(source=data.source, root=str(root.resolve()), step_classes=step_classes,
+    manifest = Manifest(source=data.source, root=portable_path(root), step_classes=step_classes,
                         motion_classes=list(MOTION_CLASSES) if data.source == "synthetic" else [], videos=entries)
     write_manifest(manifest, out)
     bad = sum(v.error is not None for v in entries)

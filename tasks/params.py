@@ -5,12 +5,13 @@ Run `python -m tasks.params [PATH]` to validate a params file and print the reso
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
@@ -70,15 +71,147 @@ class DecodeParams(Strict):
     chunk_frames: int = Field(32, ge=1, le=4096)
 
 
+METHOD_NAMES = ("scratch", "frozen", "finetune")   # the table in tasks/methods.py; keep in sync (tested)
+
+
+class TrainParams(Strict):
+    """Defaults for every method; `methods` maps a run name (its output dir) to keys of this section it overrides.
+
+    A run name is a method of tasks/methods.py, or any name with `method: <one of them>` among its overrides.
+    Keys left None take the method's own default (lr, EMA momentum), see tasks/methods.py.
+    """
+
+    methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {m: {} for m in METHOD_NAMES})
+    seed: int = 0
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(32, ge=1, description="global batch: split across train.devices")
+    lr: float | None = Field(None, gt=0, description="peak LR; None: the method's default")
+    final_lr_fraction: float = Field(0.01, ge=0, le=1, description="cosine ends at lr * this")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="share of all steps spent warming up")
+    weight_decay: float = Field(0.05, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 turns clipping off")
+    ema_momentum: float | None = Field(None, ge=0, le=1, description="target-encoder EMA at the start")
+    ema_momentum_end: float | None = Field(None, ge=0, le=1, description="... ramped linearly to this")
+    temporal_weight: float = Field(1.0, ge=0)
+    contrastive_weight: float = Field(0.25, ge=0)
+    temperature: float = Field(0.1, gt=0, description="InfoNCE temperature")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="share of CASES held out for validation")
+    checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints (0: epoch ends only)")
+    feature_cache: bool = Field(True, description="frozen: encode every clip once, train on cached tokens")
+    feature_dtype: Literal["float32", "float16"] = "float32"
+    augment: bool = Field(True, description="random horizontal flip (not possible on cached features)")
+    compile: bool = Field(False, description="torch.compile the encoder and predictor")
+    devices: int = Field(1, ge=1, le=64, description="> 1: relaunch under torchrun, one process each (DDP)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=256, description="torch CPU threads (0: torch's default, one per core)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    deterministic: bool = Field(True, description="torch.use_deterministic_algorithms (bit-exact resume on CPU)")
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> "TrainParams":
+        if self.temporal_weight + self.contrastive_weight <= 0:
+            raise ValueError("train.temporal_weight + train.contrastive_weight must be > 0")
+        if self.batch_size % self.devices:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must be divisible by train.devices "
+                             f"({self.devices}): the global batch is split evenly across processes")
+        if not self.methods:
+            raise ValueError("train.methods is empty: name at least one of " + ", ".join(METHOD_NAMES))
+        if not (info.context or {}).get("resolving"):
+            for name, over in self.methods.items():
+                self.resolve(name, over)
+        return self
+
+    def resolve(self, name: str, over: dict[str, Any] | None = None) -> "TrainParams":
+        """This section with run `name`'s overrides applied (validated); `method` is popped into `methods`."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"train.methods: run name '{name}' must be letters, digits, '_', '-', '.' (names a dir)")
+        over = dict(self.methods.get(name, {}) if over is None else over or {})
+        method = over.pop("method", name)
+        if method not in METHOD_NAMES:
+            raise ValueError(f"train.methods.{name}: unknown method '{method}' (allowed values: "
+                             f"{', '.join(METHOD_NAMES)}; or add `method: <one of them>` to its overrides)")
+        bad = sorted(set(over) - (set(type(self).model_fields) - {"methods"}))
+        if bad:
+            raise ValueError(f"train.methods.{name}: unknown key(s) {', '.join(bad)} (allowed: method, "
+                             f"{', '.join(k for k in type(self).model_fields if k != 'methods')})")
+        merged = {**self.model_dump(exclude={"methods"}), **over, "methods": {name: {"method": method}}}
+        try:
+            return type(self).model_validate(merged, context={"resolving": True})
+        except ValidationError as err:
+            raise ValueError(f"train.methods.{name}: " + "; ".join(
+                ".".join(map(str, e["loc"])) + ": " * bool(e["loc"]) + e["msg"].removeprefix("Value error, ")
+                for e in err.errors())) from None
+
+    def method_of(self, name: str) -> str:
+        return self.methods.get(name, {}).get("method", name)
+
+
+EMBEDDED_WEIGHTS = "embedded"   # weights.model value for the shipped tiny encoder (assets/vjepa2-tiny-surgical)
+
+
+class WeightsParams(Strict):
+    """Which pretrained V-JEPA 2 encoder the `weights` stage prepares (see tasks/weights.py)."""
+
+    model: str = Field(EMBEDDED_WEIGHTS, min_length=1,
+                       description="'embedded', a Hugging Face hub id, an HF-format dir, or Meta's .pt file")
+    checkpoint_key: Literal["target_encoder", "encoder"] = "target_encoder"
+
+
+class ModelParams(Strict):
+    """The scratch encoder's architecture and the predictor's (tokens: tubelet 2 frames x 16x16 pixels)."""
+
+    encoder_dim: int = Field(128, ge=8)
+    encoder_depth: int = Field(3, ge=1)
+    encoder_heads: int = Field(4, ge=1)
+    predictor_dim: int = Field(64, ge=6)
+    predictor_depth: int = Field(2, ge=1)
+    predictor_heads: int = Field(4, ge=1)
+    context_frames: int = Field(4, ge=2, description="frames of a clip given as context; the rest are predicted")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "ModelParams":
+        if self.encoder_dim % self.encoder_heads:
+            raise ValueError(f"model.encoder_dim ({self.encoder_dim}) must be a multiple of model.encoder_heads")
+        if self.predictor_dim % self.predictor_heads:
+            raise ValueError(f"model.predictor_dim ({self.predictor_dim}) must be a multiple of model.predictor_heads")
+        head = self.predictor_dim // self.predictor_heads
+        if head % 2 or head < 6:
+            raise ValueError(f"model.predictor_dim / model.predictor_heads = {head}: must be even and >= 6 (3D RoPE)")
+        return self
+
+
 class Params(Strict):
     data: DataParams = DataParams()
     decode: DecodeParams = DecodeParams()
+    train: TrainParams = TrainParams()
+    weights: WeightsParams = WeightsParams()
+    model: ModelParams = ModelParams()
+
+    @model_validator(mode="after")
+    def _clips_fit_model(self) -> "Params":
+        """Cross-section checks: clips must split into whole tubelets (2 frames) and 16-pixel patches."""
+        m, d = self.model, self.data
+        if d.size % 16:
+            raise ValueError(f"data.size ({d.size}) must be a multiple of the 16-pixel patch size")
+        if m.context_frames % 2 or d.clip_frames % 2:
+            raise ValueError(f"model.context_frames ({m.context_frames}) and data.clip_frames ({d.clip_frames}) "
+                             "must be multiples of the tubelet size 2")
+        if m.context_frames >= d.clip_frames:
+            raise ValueError(f"model.context_frames ({m.context_frames}) must be less than data.clip_frames "
+                             f"({d.clip_frames}): the rest of the clip is what gets predicted")
+        return self
 
 
 def resolve_path(path: str | Path) -> Path:
     """Paths in params.yaml are relative to the repository root, wherever the caller runs from."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def portable_path(path: str | Path) -> str:
+    """Paths inside the checkout are stored relative to it, so outputs hash the same in every clone."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> str:

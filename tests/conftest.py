@@ -57,3 +57,13 @@ def make_params() -> Callable[..., Params]:
         return parse_params({"data": data})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A real, temporary Prefect server for flow tests (start-up takes 13-23 s here, hence the long timeout)."""
+    import flows  # noqa: F401 - sets Prefect's per-checkout defaults before prefect is imported
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
