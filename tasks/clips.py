@@ -1,0 +1,118 @@
+"""Labelled clips over the decode cache, read by mmap: numpy only, so training/eval code can wrap it freely.
+
+A clip is `clip_frames` consecutive cached frames starting at frame `start` of one video; it covers the time
+span [start/fps, (start+clip_frames)/fps). Its step and motion labels are the intervals containing the
+span's centre (-1 where none does); `event` is 1 if any event interval overlaps the span.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tasks.manifest import Interval, Manifest, VideoEntry
+
+
+@dataclass(frozen=True)
+class Clip:
+    video_id: str
+    case: str
+    start: int                 # first frame index in the video's cache
+    step: int                  # index into manifest.step_classes, -1 if unlabelled
+    motion: int                # index into manifest.motion_classes, -1 if unlabelled
+    event: int                 # 1 if an event overlaps the clip's span
+
+
+def _index(label: str, index: dict[str, int], kind: str, video_id: str) -> int:
+    try:
+        return index[label]
+    except KeyError:
+        raise ValueError(f"{video_id}: {kind} label '{label}' is not in the manifest's {kind}_classes") from None
+
+
+def label_at(intervals: Iterable[Interval], t: float, index: dict[str, int], kind: str, video_id: str) -> int:
+    """Class index of the first interval with start <= t < stop, -1 if none."""
+    for iv in intervals:
+        if iv.start <= t < iv.stop:
+            return _index(iv.label, index, kind, video_id)
+    return -1
+
+
+def overlaps(iv: Interval, t0: float, t1: float) -> bool:
+    """Half-open overlap; a zero-length event counts when its instant falls in [t0, t1)."""
+    if iv.stop <= iv.start:
+        return t0 <= iv.start < t1
+    return iv.start < t1 and iv.stop > t0
+
+
+def clip_span(start: int, clip_frames: int, fps: float) -> tuple[float, float]:
+    return start / fps, (start + clip_frames) / fps
+
+
+def video_clips(video: VideoEntry, manifest: Manifest, clip_frames: int, clip_stride: int, fps: float) -> list[Clip]:
+    steps = {c: i for i, c in enumerate(manifest.step_classes)}
+    motions = {c: i for i, c in enumerate(manifest.motion_classes)}
+    clips = []
+    for start in range(0, (video.frames or 0) - clip_frames + 1, clip_stride):
+        t0, t1 = clip_span(start, clip_frames, fps)
+        mid = (t0 + t1) / 2
+        clips.append(Clip(
+            video_id=video.video_id,
+            case=video.case,
+            start=start,
+            step=label_at(video.steps, mid, steps, "step", video.video_id),
+            motion=label_at(video.motion, mid, motions, "motion", video.video_id),
+            event=int(any(overlaps(e, t0, t1) for e in video.events)),
+        ))
+    return clips
+
+
+def build_clips(manifest: Manifest, clip_frames: int, clip_stride: int, fps: float) -> list[Clip]:
+    """All clips of every usable, decoded video (manifest from the decode stage, with `frames` filled)."""
+    return [c for v in manifest.usable() for c in video_clips(v, manifest, clip_frames, clip_stride, fps)]
+
+
+def next_step(video: VideoEntry, clip: Clip, step_classes: Sequence[str], clip_frames: int, fps: float) -> int:
+    """Step anticipation target: the first step after the clip's centre that differs from its own, -1 if none."""
+    index = {c: i for i, c in enumerate(step_classes)}
+    t0, t1 = clip_span(clip.start, clip_frames, fps)
+    mid = (t0 + t1) / 2
+    ordered = sorted(video.steps, key=lambda iv: iv.start)
+    for iv in ordered[bisect.bisect_right([iv.start for iv in ordered], mid):]:
+        i = _index(iv.label, index, "step", video.video_id)
+        if i != clip.step:
+            return i
+    return -1
+
+
+class ClipCache:
+    """Opens each video's .npy once with mmap; reads copy the frames out, so the page cache does the work.
+
+    Picklable for worker processes: the maps are reopened lazily in each process, never pickled.
+    """
+
+    def __init__(self, cache_dir: str | Path, clip_frames: int):
+        self.cache_dir = Path(cache_dir)
+        self.clip_frames = clip_frames
+        self._maps: dict[str, np.ndarray] = {}
+
+    def frames(self, video_id: str) -> np.ndarray:
+        arr = self._maps.get(video_id)
+        if arr is None:
+            arr = self._maps[video_id] = np.load(self.cache_dir / f"{video_id}.npy", mmap_mode="r")  # (N, S, S, 3)
+        return arr
+
+    def read(self, clip: Clip, frames: int | None = None) -> np.ndarray:
+        """(T, S, S, 3) uint8, a private copy."""
+        t = frames or self.clip_frames
+        arr = self.frames(clip.video_id)                                # (N, S, S, 3)
+        if clip.start < 0 or clip.start + t > arr.shape[0]:
+            raise IndexError(f"{clip.video_id}: frames [{clip.start}, {clip.start + t}) outside 0..{arr.shape[0]}")
+        return np.array(arr[clip.start:clip.start + t])                 # (T, S, S, 3)
+
+    def __getstate__(self) -> dict:
+        return {"cache_dir": self.cache_dir, "clip_frames": self.clip_frames, "_maps": {}}
