@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -33,21 +34,26 @@ def _transient_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's 
     return False
 
 
+def _in(workdir: Path, path: Path) -> Path:
+    """The same output path inside another checkout of the pipeline (tests run it in a temp copy)."""
+    return workdir / path.relative_to(paths.REPO_ROOT)
+
+
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient_only)
-def dvc_stage(stage: str) -> StageResult:
+def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT) -> StageResult:
     """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names."""
     logger = get_run_logger()
-    poll = _decode_progress() if stage == "decode" else None
-    result = run_dvc_stage(stage, log=logger.info, poll=poll)
+    poll = _decode_progress(workdir) if stage == "decode" else None
+    result = run_dvc_stage(stage, log=logger.info, poll=poll, cwd=workdir)
     logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date, skipped", result.seconds)
     if stage == "decode":
-        _decode_table()
+        _decode_table(workdir)
     return result
 
 
-def _decode_progress():
+def _decode_progress(workdir: Path):
     """Mirror the decode stage's progress file (written by the other process) into a progress artifact."""
-    progress_file = paths.RUNTIME / "progress" / "decode.json"
+    progress_file = _in(workdir, paths.RUNTIME / "progress" / "decode.json")
     progress_file.unlink(missing_ok=True)
     artifact_id = create_progress_artifact(0.0, key="decode-progress", description="Videos decoded")
     last = [-1.0]
@@ -63,9 +69,9 @@ def _decode_progress():
     return poll
 
 
-def _decode_table() -> None:
+def _decode_table(workdir: Path) -> None:
     """One row per video: what was cached, and the one-line reason for each failure."""
-    manifest = read_json(paths.DECODED)
+    manifest = read_json(_in(workdir, paths.DECODED))
     if not manifest:
         return
     rows = [
@@ -85,16 +91,17 @@ def _decode_table() -> None:
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(stages: Sequence[str] | None = None) -> list[StageResult]:
-    """Validate params.yaml before any work, then run the stages in order."""
-    load_params(DEFAULT_PARAMS)
+def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) -> list[StageResult]:
+    """Validate params.yaml before any work, then run the stages in order (in `workdir`, default this checkout)."""
+    root = Path(workdir) if workdir else paths.REPO_ROOT
+    load_params(root / DEFAULT_PARAMS.name)
     wanted = list(stages or STAGES)
     unknown = sorted(set(wanted) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the pipeline's stages are {list(STAGES)}")
     results = []
     for stage in (s for s in STAGES if s in wanted):
-        results.append(dvc_stage.with_options(name=stage)(stage))
+        results.append(dvc_stage.with_options(name=stage)(stage, root))
     return results
 
 
