@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,7 +84,7 @@ class TrainParams(Strict):
 
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {m: {} for m in METHOD_NAMES})
     seed: int = 0
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1, description="global batch: split across train.devices")
     lr: float | None = Field(None, gt=0, description="peak LR; None: the method's default")
     final_lr_fraction: float = Field(0.01, ge=0, le=1, description="cosine ends at lr * this")
@@ -180,12 +181,71 @@ class ModelParams(Strict):
         return self
 
 
+BASELINE_NAMES = ("untrained_encoder", "raw_pixels")  # evaluated beside the methods (tasks/evaluate.py)
+
+
+class EvaluateParams(Strict):
+    """Frozen evaluation (tasks/evaluate.py): attentive probes on the encoders' tokens, split by case."""
+
+    test_fraction: float | None = Field(None, gt=0, lt=1, description="share of cases for test; None: the cases "
+                                        "the train stage held out (train.val_fraction, train.seed)")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the other cases for probe validation")
+    seed: int = 0
+    fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
+                                   description="shares of the probe's training cases (data efficiency)")
+    baselines: list[Literal["untrained_encoder", "raw_pixels"]] = Field(default_factory=lambda: list(BASELINE_NAMES))
+    probe_dim: int = Field(64, ge=8)
+    probe_depth: int = Field(1, ge=0, description="self-attention blocks before the cross-attention pooling")
+    probe_heads: int = Field(4, ge=1)
+    probe_epochs: int = Field(30, ge=1)
+    probe_lr: float = Field(1e-3, gt=0)
+    probe_weight_decay: float = Field(0.05, ge=0)
+    probe_batch_size: int = Field(64, ge=2)
+    pixel_pool: Literal[1, 2, 4, 8, 16] = Field(4, description="raw_pixels: each 16x16 patch pooled to this side")
+    rollouts: int = Field(2, ge=1, description="predictor roll-outs appended for step anticipation")
+    top_k: int = Field(5, ge=1, description="anticipation recall@k")
+    batch_size: int = Field(32, ge=2, description="encoding batch; future retrieval is among this many clips")
+    feature_dtype: Literal["float32", "float16"] = "float16"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=256)
+    convergence_metric: str = Field("val_loss", description="a key of train history records")
+    convergence_fraction: float = Field(0.9, gt=0, le=1)
+    gpu_prices: dict[str, float] = Field(default_factory=lambda: {"A100 80GB": 2.50, "RTX 3090": 0.50},
+                                         description="USD per GPU-hour")
+
+    @model_validator(mode="after")
+    def _check(self) -> "EvaluateParams":
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"evaluate.fractions must be shares in (0, 1], got {self.fractions}")
+        if self.probe_dim % self.probe_heads:
+            raise ValueError(f"evaluate.probe_dim ({self.probe_dim}) must be a multiple of evaluate.probe_heads")
+        if any(v < 0 for v in self.gpu_prices.values()):
+            raise ValueError("evaluate.gpu_prices: prices must be >= 0 (USD per GPU-hour)")
+        return self
+
+
+class RegisterParams(Strict):
+    """MLflow logging and the model registry (tasks/register.py)."""
+
+    experiment: str = Field("surgical-world-model", min_length=1)
+    model_name: str = Field("surgical-world-model", min_length=1)
+    metric: str = Field("step.f1_video", description="dotted key of metrics/evaluate_<run>.json picking the best")
+    greater_is_better: bool = True
+
+
+# `register` names the stage's section; pydantic warns that the metaclass has a `register` method (ABC), but
+# instances read the field as usual.
+warnings.filterwarnings("ignore", message='Field name "register" in "Params" shadows', category=UserWarning)
+
+
 class Params(Strict):
     data: DataParams = DataParams()
     decode: DecodeParams = DecodeParams()
     train: TrainParams = TrainParams()
     weights: WeightsParams = WeightsParams()
     model: ModelParams = ModelParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register: RegisterParams = RegisterParams()
 
     @model_validator(mode="after")
     def _clips_fit_model(self) -> "Params":
