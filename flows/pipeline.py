@@ -17,10 +17,12 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 
 from flows.dvc_stage import StageInterrupted, StageResult, read_json, run_dvc_stage
 from tasks import paths
-from tasks.params import DEFAULT_PARAMS, load_params
+from tasks.params import DEFAULT_PARAMS, Params, load_params
 
 # Pipeline order; tests check it equals the stages declared in dvc.yaml.
-STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode")
+STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode", "weights", "train")
+# Stages that dvc.yaml expands with `foreach` over a params mapping: one Prefect task per item (train@frozen, ...).
+FOREACH = {"train": "methods"}
 
 
 def _transient_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
@@ -90,18 +92,28 @@ def _decode_table(workdir: Path) -> None:
     )
 
 
+def expand_stages(params: Params) -> list[str]:
+    """The DVC stage names in pipeline order, with `foreach` groups expanded as dvc.yaml does."""
+    names = []
+    for group in STAGES:
+        items = getattr(getattr(params, group), FOREACH[group]) if group in FOREACH else None
+        names += [f"{group}@{key}" for key in items] if items else [group]
+    return names
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) -> list[StageResult]:
     """Validate params.yaml before any work, then run the stages in order (in `workdir`, default this checkout)."""
     root = Path(workdir) if workdir else paths.REPO_ROOT
-    load_params(root / DEFAULT_PARAMS.name)
+    params = load_params(root / DEFAULT_PARAMS.name)
     wanted = list(stages or STAGES)
-    unknown = sorted(set(wanted) - set(STAGES))
+    unknown = sorted(w for w in wanted if w.split("@")[0] not in STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the pipeline's stages are {list(STAGES)}")
     results = []
-    for stage in (s for s in STAGES if s in wanted):
-        results.append(dvc_stage.with_options(name=stage)(stage, root))
+    for stage in expand_stages(params):
+        if stage in wanted or stage.split("@")[0] in wanted:
+            results.append(dvc_stage.with_options(name=stage)(stage, root))
     return results
 
 
@@ -113,6 +125,7 @@ def _summary(results: list[StageResult]) -> str:
         f"Outputs:  {paths.DATA}/  (manifest: {paths.MANIFEST.relative_to(paths.REPO_ROOT)}, "
         f"clip cache: {paths.CACHE.relative_to(paths.REPO_ROOT)}/)",
         "Failures: per-video reasons are in data/cache/manifest.json ('error') and the decode log above.",
+        "Training: data/train/<run>/ (checkpoint, encoder/, predictor.safetensors), metrics/train_<run>.json",
         "Prefect UI (run history of this checkout):  make prefect-ui   then open http://127.0.0.1:4200",
     ]
     return "\n".join(lines)
