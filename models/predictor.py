@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.rope import apply_rope_3d, grid_positions, split_head_dim
+from models.rope import apply_rope, grid_positions, rope_tables, split_head_dim
 
 
 class Attention(nn.Module):
@@ -21,11 +21,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
         b, n, d = x.shape  # (B, N, D)
         qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
         q, k, v = qkv.unbind(0)
-        q, k = apply_rope_3d(q, pos), apply_rope_3d(k, pos)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, hd)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))  # (B, N, D)
 
@@ -41,8 +41,8 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor, pos: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x), pos)
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+        x = x + self.attn(self.norm1(x), rope)
         return x + self.mlp(self.norm2(x))  # (B, N, D)
 
 
@@ -54,7 +54,8 @@ class Predictor(nn.Module):
 
     def __init__(self, enc_dim: int, dim: int, depth: int, heads: int):
         super().__init__()
-        self.enc_dim, self.dim = enc_dim, dim
+        self.enc_dim, self.dim, self.heads = enc_dim, dim, heads
+        self._rope_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
         self.in_proj = nn.Linear(enc_dim, dim)
         self.query = nn.Parameter(torch.zeros(1, 1, dim))
         self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
@@ -71,11 +72,20 @@ class Predictor(nn.Module):
         if nc != context_t * hg * wg:
             raise ValueError(f"got {nc} context tokens, expected {context_t}*{hg}*{wg}={context_t * hg * wg}")
         nf = (tg - context_t) * hg * wg
-        pos = grid_positions(tg, hg, wg, device=context.device)  # (Nc + Nf, 3), context first
+        rope = self._rope(grid, context.device)
         x = torch.cat([self.in_proj(context), self.query.expand(b, nf, -1)], dim=1)  # (B, Nc + Nf, dim)
         for block in self.blocks:
-            x = block(x, pos)
+            x = block(x, rope)
         return self.out_proj(self.norm(x[:, nc:]))  # (B, Nf, enc_dim)
+
+
+    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+        """cos/sin (Nc + Nf, head_dim/2) of the grid's positions, context first; constant, so kept per grid."""
+        key = (*grid, str(device))
+        if key not in self._rope_cache:
+            pos = grid_positions(*grid, device=device)  # (N, 3)
+            self._rope_cache[key] = rope_tables(pos, self.dim // self.heads)
+        return self._rope_cache[key]
 
 
 def _init(m: nn.Module) -> None:

@@ -25,20 +25,24 @@ def split_head_dim(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 2 * per, per, per
 
 
-def _rotate(x: Tensor, pos: Tensor, theta: float) -> Tensor:
-    """Standard 1D RoPE on the last dim of x (..., N, d) at float positions pos (N,)."""
-    d = x.shape[-1]
-    inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (d/2,)
-    ang = pos.to(torch.float32)[:, None] * inv_freq[None, :]  # (N, d/2)
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., N, d/2) each
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., N, d/2, 2)
-    return out.flatten(-2)  # (..., N, d)
+def rope_tables(pos: Tensor, head_dim: int, theta: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin (N, head_dim/2) for all three axes at once: computed once per forward, shared by every layer."""
+    angles = []
+    for axis, d in enumerate(split_head_dim(head_dim)):
+        inv_freq = 1.0 / theta ** (torch.arange(0, d, 2, device=pos.device, dtype=torch.float32) / d)  # (d/2,)
+        angles.append(pos[:, axis].to(torch.float32)[:, None] * inv_freq[None, :])  # (N, d/2)
+    ang = torch.cat(angles, dim=-1)  # (N, head_dim/2): time, then height, then width pairs
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each (even, odd) pair of x (..., N, head_dim) by the tables from `rope_tables`."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., N, head_dim/2) each
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., N, head_dim/2, 2)
+    return out.flatten(-2)  # (..., N, head_dim)
 
 
 def apply_rope_3d(x: Tensor, pos: Tensor, theta: float = 10000.0) -> Tensor:
     """Rotate q or k (B, heads, N, head_dim) by positions pos (N, 3): one slice of the head per axis."""
-    parts = split_head_dim(x.shape[-1])
-    chunks = torch.split(x, parts, dim=-1)
-    rotated = [_rotate(c, pos[:, i], theta) for i, c in enumerate(chunks)]
-    return torch.cat(rotated, dim=-1)  # (B, heads, N, head_dim)
+    return apply_rope(x, *rope_tables(pos, x.shape[-1], theta))
