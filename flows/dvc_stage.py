@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+_KILLED = re.compile(r"exited with (-\d+|137|143)\b")
 
 
 class StageFailed(RuntimeError):
@@ -75,8 +77,10 @@ def run_dvc_stage(
     rc = proc.returncode
     if rc != 0:
         busy = any("Unable to acquire lock" in line for line in lines)
-        # A negative code is a signal; 137/143 are SIGKILL/SIGTERM as reported through a shell.
-        if busy or rc < 0 or rc in (137, 143):
+        # DVC reports a stage command killed by a signal as "exited with -9"; a negative code of our own
+        # child is a signal too; 137/143 are SIGKILL/SIGTERM as a shell reports them.
+        killed = any(_KILLED.search(line) for line in lines)
+        if busy or killed or rc < 0 or rc in (137, 143):
             raise StageInterrupted(f"stage '{stage}' was interrupted (exit {rc}):\n{tail}")
         raise StageFailed(f"stage '{stage}' failed (exit {rc}):\n{tail}")
     skipped = any("didn't change, skipping" in line or "is cached - skipping" in line for line in lines)
