@@ -72,14 +72,14 @@ class Predictor(nn.Module):
         if nc != context_t * hg * wg:
             raise ValueError(f"got {nc} context tokens, expected {context_t}*{hg}*{wg}={context_t * hg * wg}")
         nf = (tg - context_t) * hg * wg
-        rope = self._rope(grid, context.device)
+        rope = self.rope_for(grid, context.device)
         x = torch.cat([self.in_proj(context), self.query.expand(b, nf, -1)], dim=1)  # (B, Nc + Nf, dim)
         for block in self.blocks:
             x = block(x, rope)
         return self.out_proj(self.norm(x[:, nc:]))  # (B, Nf, enc_dim)
 
 
-    def _rope(self, grid: tuple[int, int, int], device: torch.device) -> tuple[Tensor, Tensor]:
+    def rope_for(self, grid: tuple[int, int, int], device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin (Nc + Nf, head_dim/2) of the grid's positions, context first; constant, so kept per grid."""
         key = (*grid, str(device))
         if key not in self._rope_cache:

@@ -8,17 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# SurgVU's surgical steps, in the challenge's official order (class index = position).
-STEP_CLASSES: tuple[str, ...] = (
-    "range_of_motion",
-    "rectal_artery_vein",
-    "retraction_collision_avoidance",
-    "skills_application",
-    "suspensory_ligaments",
-    "suturing",
-    "uterine_horn",
-    "other",
-)
+from tasks.classes import STEP_CLASSES
+
 
 
 class Interval(BaseModel):

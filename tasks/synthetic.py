@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from tasks.ffmpeg import ffmpeg_exe
-from tasks.manifest import STEP_CLASSES
+from tasks.classes import STEP_CLASSES
 
 MOTION_CLASSES: tuple[str, ...] = ("idle", "left", "right", "up", "down", "circle_cw", "circle_ccw", "grasp")
 EVENT_LABEL = "breach"
