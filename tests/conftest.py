@@ -67,3 +67,14 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests share 2 cores with other jobs: one torch thread is faster there and keeps numerics fixed."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

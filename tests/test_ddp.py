@@ -12,13 +12,6 @@ from train_data import make_cache, make_weights, tiny_params, write_params
 import tasks.train as stage
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("method", ["scratch"])
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path, method):

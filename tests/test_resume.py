@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_data import make_cache, make_weights, tiny_params, write_params
+from train_data import make_cache, tiny_params, train_inputs, write_params
 
 import tasks.train as stage
 from tasks.checkpoint import ArchitectureMismatch, save_atomic
@@ -23,19 +23,11 @@ TIMES = ("train_time_s", "epoch_time_s", "train_clips_per_s")
 OUTPUTS = ("encoder/model.safetensors", "predictor.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume_data")
-    cache, manifest = make_cache(root)
-    return {"cache_dir": cache, "manifest_path": manifest, "weights_dir": make_weights(root)}
+    return train_inputs(root)
 
 
 def untimed(obj):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_data import CONTEXT, make_cache, make_weights, tiny_params, tiny_raw, write_params
+from train_data import CONTEXT, make_weights, tiny_params, tiny_raw, train_inputs, write_params
 
 import tasks.step as step
 import tasks.train as stage
@@ -21,20 +21,11 @@ from tasks.schedule import WarmupCosine, ema_momentum, warmup_cosine
 from tasks.weights import WeightsError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tests share 2 cores with other jobs: one thread is faster there and keeps numerics fixed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_data")
-    cache, manifest = make_cache(root)
-    return {"cache_dir": cache, "manifest_path": manifest, "weights_dir": make_weights(root)}
+    return train_inputs(root)
 
 
 def run(name: str, data: dict, out: Path, params=None, **train) -> dict:

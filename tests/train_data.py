@@ -77,3 +77,9 @@ def tiny_params(**train: Any) -> Params:
 def write_params(path: Path, **train: Any) -> Path:
     path.write_text(yaml.safe_dump(tiny_raw(**train)))
     return path
+
+
+def train_inputs(root: Path) -> dict[str, Path]:
+    """A tiny decoded cache, its manifest and a tiny pretrained encoder: the train stage's three inputs."""
+    cache, manifest = make_cache(root)
+    return {"cache_dir": cache, "manifest_path": manifest, "weights_dir": make_weights(root)}
