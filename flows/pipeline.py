@@ -45,10 +45,12 @@ def _in(workdir: Path, path: Path) -> Path:
 def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT) -> StageResult:
     """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names."""
     logger = get_run_logger()
-    poll = _decode_progress(workdir) if stage == "decode" else None
+    poll, artifact_id = _decode_progress(workdir) if stage == "decode" else (None, None)
     result = run_dvc_stage(stage, log=logger.info, poll=poll, cwd=workdir)
     logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date, skipped", result.seconds)
     if stage == "decode":
+        if not result.ran:  # nothing to decode: every video was already cached
+            update_progress_artifact(artifact_id, 100.0)
         _decode_table(workdir)
     return result
 
@@ -68,7 +70,7 @@ def _decode_progress(workdir: Path):
                 update_progress_artifact(artifact_id, pct)
                 last[0] = pct
 
-    return poll
+    return poll, artifact_id
 
 
 def _decode_table(workdir: Path) -> None:
