@@ -197,6 +197,7 @@ class EvaluateParams(Strict):
     probe_dim: int = Field(64, ge=8)
     probe_depth: int = Field(1, ge=0, description="self-attention blocks before the cross-attention pooling")
     probe_heads: int = Field(4, ge=1)
+    probe_deltas: bool = Field(True, description="the probe also sees each token's change over one time step")
     probe_epochs: int = Field(30, ge=1)
     probe_lr: float = Field(1e-3, gt=0)
     probe_weight_decay: float = Field(0.05, ge=0)
