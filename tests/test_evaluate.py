@@ -18,15 +18,6 @@ from tasks.clips import Clip
 from tasks.manifest import read_manifest, write_manifest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tests share 2 cores with other jobs: one thread is faster there."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def seed0(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_seed0")
