@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro params clean prefect-ui
+.PHONY: setup demo test test-fast bench lock repro params clean prefect-ui mlflow-ui report
 
 setup: $(STAMP)
 
@@ -53,3 +53,12 @@ clean:
 prefect-ui: setup
 	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+# MLflow runs and the model registry of this checkout (sqlite:///mlflow.db unless MLFLOW_TRACKING_URI is set).
+mlflow-ui: setup
+	$(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
+	  --default-artifact-root file://$(CURDIR)/mlartifacts --host 127.0.0.1 --port 5000
+
+# Print the comparison report (re-run the evaluate/register/report stages first if they are stale).
+report: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro report && cat reports/comparison.md

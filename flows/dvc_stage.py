@@ -33,9 +33,9 @@ class StageResult:
     output_tail: str
 
 
-def _env() -> dict[str, str]:
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Stage commands say `python -m tasks.<stage>`: make that resolve to this interpreter's venv."""
-    env = dict(os.environ)
+    env = dict(os.environ) | (extra or {})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("TQDM_MININTERVAL", "5")  # progress bars stay readable in a log
     env["PYTHONUNBUFFERED"] = "1"
@@ -47,12 +47,13 @@ def run_dvc_stage(
     log: Callable[[str], None] = print,
     poll: Callable[[], None] | None = None,
     cwd: Path = REPO,
+    env: dict[str, str] | None = None,
 ) -> StageResult:
     """`dvc repro --single-item STAGE`: reproduces only this stage, and only if DVC says it is stale."""
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     start = time.monotonic()
     proc = subprocess.Popen(
-        cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd, cwd=cwd, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
     lines: list[str] = []
 
@@ -85,6 +86,16 @@ def run_dvc_stage(
         raise StageFailed(f"stage '{stage}' failed (exit {rc}):\n{tail}")
     skipped = any("didn't change, skipping" in line or "is cached - skipping" in line for line in lines)
     return StageResult(stage, not skipped, time.monotonic() - start, tail)
+
+
+def error_line(output: str) -> str:
+    """The stage's own one-line reason (`error: ...`), else DVC's, else the last line: what a report can show."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    for prefix in ("error: ", "ERROR: "):
+        found = [ln for ln in lines if ln.startswith(prefix)]
+        if found:
+            return found[0][len(prefix):] if prefix == "error: " else found[-1][len(prefix):]
+    return lines[-1] if lines else "no output"
 
 
 def read_json(path: Path) -> dict | None:

@@ -13,16 +13,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
+from prefect.runtime import flow_run
 
-from flows.dvc_stage import StageInterrupted, StageResult, read_json, run_dvc_stage
+from flows.dvc_stage import StageFailed, StageInterrupted, StageResult, error_line, read_json, run_dvc_stage
 from tasks import paths
+from tasks.failures import read_failure, record_failure
 from tasks.params import DEFAULT_PARAMS, Params, load_params
 
 # Pipeline order; tests check it equals the stages declared in dvc.yaml.
-STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode", "weights", "train")
-# Stages that dvc.yaml expands with `foreach` over a params mapping: one Prefect task per item (train@frozen, ...).
-FOREACH = {"train": "methods"}
+STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode", "weights", "train", "evaluate", "baseline", "register",
+                           "report")
+# Stages that dvc.yaml expands with `foreach` (one Prefect task per item: train@frozen, ...) -> the params list.
+FOREACH = {"train": "train.methods", "evaluate": "train.methods", "baseline": "evaluate.baselines"}
+# A failure of one of these is one run's failure: the flow goes on with the others and the report shows it.
+PER_RUN = ("train", "evaluate", "baseline")
+# Stages that still run after a run failed, so the comparison covers every run that finished.
+AFTER_FAILURE = ("register", "report")
+REPORT = paths.REPO_ROOT / "reports" / "comparison.md"
+
+
+class PipelineFailed(RuntimeError):
+    """Some stages failed; the others ran and the report shows the failures."""
 
 
 def _transient_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
@@ -46,13 +59,24 @@ def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT) -> StageResult:
     """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names."""
     logger = get_run_logger()
     poll, artifact_id = _decode_progress(workdir) if stage == "decode" else (None, None)
-    result = run_dvc_stage(stage, log=logger.info, poll=poll, cwd=workdir)
+    env = {"PREFECT__FLOW_RUN_ID": str(flow_run.id)} if flow_run.id else None  # MLflow runs are tagged with it
+    result = run_dvc_stage(stage, log=logger.info, poll=poll, cwd=workdir, env=env)
     logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date, skipped", result.seconds)
     if stage == "decode":
         if not result.ran:  # nothing to decode: every video was already cached
             update_progress_artifact(artifact_id, 100.0)
         _decode_table(workdir)
+    if stage == "report":
+        _report_artifact(workdir)
     return result
+
+
+def _report_artifact(workdir: Path) -> None:
+    """The comparison report, readable in the Prefect UI (its charts are PNGs beside reports/comparison.md)."""
+    report = _in(workdir, REPORT)
+    if report.is_file():
+        create_markdown_artifact(report.read_text(), key="comparison-report",
+                                 description="Methods and baselines compared (reports/comparison.md)")
 
 
 def _decode_progress(workdir: Path):
@@ -94,28 +118,61 @@ def _decode_table(workdir: Path) -> None:
     )
 
 
+def _items(params: Params, dotted: str) -> list[str]:
+    value: object = params
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return list(value)  # type: ignore[call-overload]
+
+
 def expand_stages(params: Params) -> list[str]:
     """The DVC stage names in pipeline order, with `foreach` groups expanded as dvc.yaml does."""
     names = []
     for group in STAGES:
-        items = getattr(getattr(params, group), FOREACH[group]) if group in FOREACH else None
+        items = _items(params, FOREACH[group]) if group in FOREACH else None
         names += [f"{group}@{key}" for key in items] if items else [group]
     return names
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) -> list[StageResult]:
-    """Validate params.yaml before any work, then run the stages in order (in `workdir`, default this checkout)."""
+    """Validate params.yaml before any work, then run the stages in order (in `workdir`, default this checkout).
+
+    One run's failed train/evaluate does not stop the others: its evaluation is skipped, register and report still
+    run (the report shows the failure), and the flow fails at the end naming every failed stage."""
     root = Path(workdir) if workdir else paths.REPO_ROOT
     params = load_params(root / DEFAULT_PARAMS.name)
     wanted = list(stages or STAGES)
     unknown = sorted(w for w in wanted if w.split("@")[0] not in STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; the pipeline's stages are {list(STAGES)}")
-    results = []
+    logger = get_run_logger()
+    results: list[StageResult] = []
+    failed: dict[str, str] = {}
     for stage in expand_stages(params):
-        if stage in wanted or stage.split("@")[0] in wanted:
-            results.append(dvc_stage.with_options(name=stage)(stage, root))
+        if not (stage in wanted or stage.split("@")[0] in wanted):
+            continue
+        group, _, item = stage.partition("@")
+        if failed and group not in PER_RUN + AFTER_FAILURE:
+            break
+        if group == "evaluate" and f"train@{item}" in failed:
+            logger.warning("%s skipped: train@%s failed", stage, item)
+            continue
+        state = dvc_stage.with_options(name=stage)(stage, root, return_state=True)
+        if state.is_completed():
+            results.append(state.result())
+            continue
+        try:
+            state.result()
+        except StageFailed as err:
+            failed[stage] = error_line(str(err).partition("\n")[2])
+        except Exception as err:  # noqa: BLE001 - interrupted after its retries, or a bug in the flow
+            failed[stage] = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if group in ("train", "evaluate") and read_failure(group, item, root / paths.RUNTIME.name) is None:
+            record_failure(group, item, failed[stage], root / paths.RUNTIME.name)  # a crash the stage did not record
+        logger.error("%s failed: %s", stage, failed[stage])
+    if failed:
+        raise PipelineFailed("; ".join(f"{s}: {why}" for s, why in failed.items()))
     return results
 
 
@@ -128,6 +185,8 @@ def _summary(results: list[StageResult]) -> str:
         f"clip cache: {paths.CACHE.relative_to(paths.REPO_ROOT)}/)",
         "Failures: per-video reasons are in data/cache/manifest.json ('error') and the decode log above.",
         "Training: data/train/<run>/ (checkpoint, encoder/, predictor.safetensors), metrics/train_<run>.json",
+        "Evaluation: metrics/evaluate_<run>.json (methods and baselines); comparison: reports/comparison.md",
+        "MLflow (runs and the registry):  make mlflow-ui   then open http://127.0.0.1:5000",
         "Prefect UI (run history of this checkout):  make prefect-ui   then open http://127.0.0.1:4200",
     ]
     return "\n".join(lines)

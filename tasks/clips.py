@@ -2,7 +2,9 @@
 
 A clip is `clip_frames` consecutive cached frames starting at frame `start` of one video; it covers the time
 span [start/fps, (start+clip_frames)/fps). Its step and motion labels are the intervals containing the
-span's centre (-1 where none does); `event` is 1 if any event interval overlaps the span.
+span's centre (-1 where none does); `event` is 1 if an event shows in the clip: at least half of the event
+lies in the span, or the event covers at least half of it (a clip that an event grazes for one frame is not a
+positive: it would teach a probe to fire on nothing), or an instantaneous event falls in the span.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ def label_at(intervals: Iterable[Interval], t: float, index: dict[str, int], kin
     return -1
 
 
-def overlaps(iv: Interval, t0: float, t1: float) -> bool:
-    """Half-open overlap; a zero-length event counts when its instant falls in [t0, t1)."""
+def shows(iv: Interval, t0: float, t1: float) -> bool:
+    """The event is in the clip [t0, t1): overlap >= half the shorter of the two; an instant counts inside."""
     if iv.stop <= iv.start:
         return t0 <= iv.start < t1
-    return iv.start < t1 and iv.stop > t0
+    overlap = min(iv.stop, t1) - max(iv.start, t0)
+    return overlap > 0 and overlap >= 0.5 * min(iv.stop - iv.start, t1 - t0)
 
 
 def clip_span(start: int, clip_frames: int, fps: float) -> tuple[float, float]:
@@ -66,7 +69,7 @@ def video_clips(video: VideoEntry, manifest: Manifest, clip_frames: int, clip_st
             start=start,
             step=label_at(video.steps, mid, steps, "step", video.video_id),
             motion=label_at(video.motion, mid, motions, "motion", video.video_id),
-            event=int(any(overlaps(e, t0, t1) for e in video.events)),
+            event=int(any(shows(e, t0, t1) for e in video.events)),
         ))
     return clips
 

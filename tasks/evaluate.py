@@ -65,10 +65,11 @@ from tasks.clips import Clip, ClipCache, build_clips, next_step
 from tasks.manifest import Manifest, atomic_write_text, read_manifest
 from tasks.params import BASELINE_NAMES, DEFAULT_PARAMS, Params, ParamsError, load_params
 from tasks.paths import CACHE, DATA, DECODED, METRICS, RUNTIME, TRAIN, WEIGHTS
+from tasks.failures import clear_failure, record_failure
+from tasks.train import device_name
 
 log = logging.getLogger("tasks.evaluate")
 EVALUATE = DATA / "evaluate"            # evaluate: one dir per name (plots, predictions, split)
-FAILURES = RUNTIME / "failures"         # <stage>@<name>.json: why a stage failed (the report shows it)
 CLASSIFY = ("step", "motion")
 
 
@@ -604,14 +605,6 @@ def resolve_device(want: str) -> torch.device:
     return torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=1, default=_plain) + "\n")
 
@@ -622,15 +615,6 @@ def _plain(o: Any) -> Any:
     if isinstance(o, (tuple, set)):
         return list(o)
     return str(o)
-
-
-def record_failure(stage: str, name: str, error: str, runtime: Path = RUNTIME) -> None:
-    write_json(runtime / "failures" / f"{stage}@{name}.json", {"stage": stage, "name": name, "error": error,
-                                                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-
-def clear_failure(stage: str, name: str, runtime: Path = RUNTIME) -> None:
-    (runtime / "failures" / f"{stage}@{name}.json").unlink(missing_ok=True)
 
 
 def evaluate(name: str, params: Params, *, cache_dir: Path = CACHE, manifest_path: Path = DECODED,

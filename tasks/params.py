@@ -29,12 +29,12 @@ class Strict(BaseModel):
 
 class SyntheticParams(Strict):
     seed: int = 0
-    cases: int = Field(12, ge=2, description="cases (surgeries) to generate")
+    cases: int = Field(24, ge=2, description="cases (surgeries) to generate")
     parts_per_case: int = Field(2, ge=1)
     part_seconds: float = Field(30.0, gt=0)
     width: int = Field(320, ge=32)
     height: int = Field(240, ge=32)
-    fps: int = Field(30, gt=0)
+    fps: int = Field(15, gt=0)
 
 
 class DataParams(Strict):
@@ -84,7 +84,7 @@ class TrainParams(Strict):
 
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {m: {} for m in METHOD_NAMES})
     seed: int = 0
-    epochs: int = Field(10, ge=1)
+    epochs: int = Field(5, ge=1)
     batch_size: int = Field(32, ge=1, description="global batch: split across train.devices")
     lr: float | None = Field(None, gt=0, description="peak LR; None: the method's default")
     final_lr_fraction: float = Field(0.01, ge=0, le=1, description="cosine ends at lr * this")
@@ -198,8 +198,8 @@ class EvaluateParams(Strict):
     probe_depth: int = Field(1, ge=0, description="self-attention blocks before the cross-attention pooling")
     probe_heads: int = Field(4, ge=1)
     probe_deltas: bool = Field(True, description="the probe also sees each token's change over one time step")
-    probe_epochs: int = Field(30, ge=1)
-    probe_lr: float = Field(1e-3, gt=0)
+    probe_epochs: int = Field(15, ge=1)
+    probe_lr: float = Field(3e-3, gt=0)
     probe_weight_decay: float = Field(0.05, ge=0)
     probe_batch_size: int = Field(64, ge=2)
     pixel_pool: Literal[1, 2, 4, 8, 16] = Field(4, description="raw_pixels: each 16x16 patch pooled to this side")

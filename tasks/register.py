@@ -44,6 +44,7 @@ from tasks.evaluate import read_json, run_weights_sha, write_json
 from tasks.params import DEFAULT_PARAMS, REPO_ROOT, Params, ParamsError, load_params
 from tasks.paths import CACHE, DECODED, METRICS, RUNTIME, TRAIN
 from tasks.tracking import TrackingUnavailable, connect, experiment_id, run_tags
+from tasks.tracking import tracking_uri as default_tracking_uri
 
 log = logging.getLogger("tasks.register")
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -426,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (RegisterError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
+        # the report says why nothing was logged; the metrics stay in metrics/*.json for the next `register`
+        write_json(RECORD, {"status": "failed", "error": str(err), "tracking_uri": default_tracking_uri(),
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return 1
     return 0
 

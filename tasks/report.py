@@ -12,6 +12,7 @@ the stage also attaches the report to the best run in MLflow when the tracking s
 from __future__ import annotations
 
 import argparse
+import shutil
 import logging
 import math
 import sys
@@ -28,6 +29,7 @@ from tasks.register import RECORD, Record, collect, get
 
 log = logging.getLogger("tasks.report")
 REPORTS = REPO_ROOT / "reports"
+CHARTS = "charts"                 # reports/charts/*.png, linked from reports/comparison.md
 LOSSES = ("temporal", "contrastive", "loss")
 
 
@@ -206,7 +208,7 @@ def comparison_markdown(params: Params, records: Sequence[Record], register_reco
         lines += ["Notes:", ""] + [f"{i}. {n}" for i, n in enumerate(notes, 1)] + [""]
     lines += _registry(register_record, records)
     if charts:
-        lines += ["## Charts", ""] + [f"![{Path(c).stem}]({Path(c).name})" for c in charts] + [""]
+        lines += ["## Charts", ""] + [f"![{Path(c).stem}]({c})" for c in charts] + [""]
     conf = [r.name for r in ok if r.evaluate and get(r.evaluate, "step.f1_video") is not None]
     if conf:
         lines += ["Confusion matrices of the step probes: " + ", ".join(
@@ -239,6 +241,9 @@ def _registry(record: dict[str, Any] | None, records: Sequence[Record]) -> list[
     if not record:
         return out + ["Not logged: reports/register.json is missing (the register stage has not run, or the "
                       "tracking store was unreachable). Every number above comes from metrics/*.json.", ""]
+    if record.get("status") == "failed":
+        return out + [f"Not logged: the register stage failed: {record.get('error')}. Every number above comes from "
+                      "metrics/*.json; re-running `register` logs them.", ""]
     out += [f"Tracking store `{record.get('tracking_uri')}`, experiment `{record.get('experiment')}` "
             f"(id {record.get('experiment_id')}).", "", "| name | status | MLflow run id |", "|---|---|---|"]
     runs = record.get("runs", {})
@@ -341,17 +346,19 @@ def report_markdown(params: Params | None = None, *, metrics_dir: Path = METRICS
 def write_report(params: Params, *, metrics_dir: Path = METRICS, train_root: Path = TRAIN, runtime: Path = RUNTIME,
                  manifest_path: Path = DECODED, register_path: Path = RECORD, out_dir: Path = REPORTS) -> Path:
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    chart_dir = out_dir / CHARTS
+    shutil.rmtree(chart_dir, ignore_errors=True)  # charts of runs that no longer exist must not linger
+    chart_dir.mkdir(parents=True, exist_ok=True)
     records = collect(params, metrics_dir, train_root, runtime)
     charts = []
     histories = {r.name: r.history for r in records if r.kind == "method" and r.status == "ok" and r.history}
     if histories:
-        plot_losses(histories, out_dir / "loss_curves.png")
-        charts.append("loss_curves.png")
+        plot_losses(histories, chart_dir / "loss_curves.png")
+        charts.append(f"{CHARTS}/loss_curves.png")
     if any(r.status == "ok" for r in records):
-        plot_efficiency(records, out_dir / "data_efficiency.png")
-        plot_metrics(records, params.evaluate.top_k, out_dir / "metrics.png")
-        charts += ["data_efficiency.png", "metrics.png"]
+        plot_efficiency(records, chart_dir / "data_efficiency.png")
+        plot_metrics(records, params.evaluate.top_k, chart_dir / "metrics.png")
+        charts += [f"{CHARTS}/data_efficiency.png", f"{CHARTS}/metrics.png"]
     md = comparison_markdown(params, records, read_json(register_path), read_json(manifest_path), charts)
     path = out_dir / "comparison.md"
     atomic_write_text(path, md)
@@ -367,9 +374,9 @@ def attach_to_mlflow(report_dir: Path, register_record: dict[str, Any] | None) -
         from tasks.tracking import connect
 
         client = connect(register_record.get("tracking_uri"))
-        for f in sorted(Path(report_dir).iterdir()):
-            if f.suffix in (".md", ".png"):
-                client.log_artifact(run_id, str(f), "report")
+        client.log_artifact(run_id, str(Path(report_dir) / "comparison.md"), "report")
+        if (Path(report_dir) / CHARTS).is_dir():
+            client.log_artifacts(run_id, str(Path(report_dir) / CHARTS), f"report/{CHARTS}")
         return run_id
     except Exception as err:  # noqa: BLE001 - the report on disk is what matters
         log.warning("report not attached to MLflow run %s: %s", run_id, err)

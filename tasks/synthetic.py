@@ -24,8 +24,9 @@ from tasks.classes import STEP_CLASSES
 
 MOTION_CLASSES: tuple[str, ...] = ("idle", "left", "right", "up", "down", "circle_cw", "circle_ccw", "grasp")
 EVENT_LABEL = "breach"
-SEGMENT_S = (4.0, 7.0)        # motion segments: >= 2 clips of 2 s at 4 fps
-EVENTS_PER_S = 1 / 50         # ~7% of 2 s clips (stride 1 s) touch an event
+SEGMENT_S = (3.0, 5.0)        # motion segments: longer than one 2 s clip at 4 fps; short, so many per case
+SPEED = (0.12, 0.22)          # linear motions, frame heights per second (capped so the path stays in view)
+EVENTS_PER_S = 1 / 30         # ~10% of 2 s clips (stride 1 s) show an event
 EVENT_S = (1.5, 3.0)
 JAW_MAX = 1.0                 # rad, fully open grasper
 SHAFT_R, WRIST_L, JAW_L, JAW_R = 0.035, 0.045, 0.09, 0.016  # instrument geometry, in frame heights
@@ -136,7 +137,7 @@ def _segment(rng: np.random.Generator, start: float, stop: float, motion: str, a
     if motion in _LINEAR:
         dx, dy = _LINEAR[motion]
         lo, hi = (x0, x1) if dx else (y0, y1)
-        speed = min(float(rng.uniform(0.07, 0.13)), 0.75 * (hi - lo) / T)
+        speed = min(float(rng.uniform(*SPEED)), 0.75 * (hi - lo) / T)
         travel = speed * T
         # start uniform over positions that keep the path inside: opposite directions share one marginal
         a = float(rng.uniform(lo, hi - travel)) if (dx + dy) > 0 else float(rng.uniform(lo + travel, hi))

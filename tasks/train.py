@@ -40,6 +40,8 @@ import json
 import logging
 import math
 import os
+import platform
+import resource
 import shutil
 import sys
 import time
@@ -63,6 +65,7 @@ from tasks.meta_checkpoint import WeightsError
 from tasks.methods import ConfigError, Models, RunConfig, architecture, build, resolve, weights_info
 from tasks.params import DEFAULT_PARAMS, ParamsError, Params, load_params
 from tasks.paths import CACHE, DECODED, FEATURES, METRICS, TRAIN, WEIGHTS
+from tasks.failures import clear_failure, record_failure
 from tasks.step import (LOSS_KEYS, Run, make_batch, make_run, objective, oom_advice, resolve_device, seed_everything,
                         train_step, validate, wrap)
 from tasks.trainset import Data, NonFiniteLoss, OutOfMemory, TrainError, load_data, split_by_case
@@ -182,7 +185,25 @@ def final_metrics(run: Run, data: Data) -> dict[str, Any]:
     times = [h["epoch_time_s"] for h in run.history]
     out["train_time_s"] = sum(times)
     out["train_clips_per_s"] = sum(h["train_clips_per_s"] for h in run.history) / len(run.history)
-    return out
+    return out | peak_memory(run.device)
+
+
+def device_name(device: torch.device) -> str:
+    """What the cost rows of the report name: the GPU model, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def peak_memory(device: torch.device) -> dict[str, Any]:
+    """Peak GPU memory allocated on a GPU, peak RSS of this process on CPU (this process's lifetime: a resumed
+    run reports its own segment)."""
+    if device.type == "cuda":
+        return {"device_name": device_name(device), "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                "peak_memory_kind": "GPU memory allocated (torch)"}
+    return {"device_name": device_name(device),
+            "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_memory_kind": "process RSS"}
 
 
 def write_outputs(run: Run, data: Data, out_dir: Path, metrics_dir: Path, extra: dict[str, Any]) -> None:
@@ -378,7 +399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               metrics_dir=Path(args.metrics), features_dir=Path(args.features), progress=not args.no_progress)
     except (TrainError, ConfigError, WeightsError, ArchitectureMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
+        if rank == 0:
+            record_failure("train", args.run, str(err))  # the report shows the run as failed, with this reason
         return 1
+    if rank == 0:
+        clear_failure("train", args.run)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -28,6 +29,8 @@ TINY = {
     },
     "decode": {"workers": 2, "chunk_frames": 16},
     "train": {"epochs": 2, "batch_size": 4, "threads": 1, "checkpoint_every": 5},
+    "evaluate": {"probe_dim": 16, "probe_heads": 2, "probe_epochs": 3, "batch_size": 8, "fractions": [0.5, 1.0],
+                 "rollouts": 1, "threads": 1},
 }
 
 
@@ -41,6 +44,7 @@ def make_project(dest: Path, params: dict) -> Path:
     """A fresh git + DVC checkout of this project's code with the given params."""
     for name in ("tasks", "models", "flows", "assets"):
         shutil.copytree(REPO_ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (dest / "metrics").mkdir()
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, dest / name)
     # DVC reads the params each stage lists straight from the file, so write every key, defaults included.
@@ -63,13 +67,19 @@ def dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
 TIMED = ("steps.jsonl", "checkpoint.pt")
 
 
+# Files that record wall-clock times or MLflow run ids: compared by path in dvc.lock, not by hash.
+TIMED_PATHS = ("metrics", "reports", "data/train")
+
+
 def comparable_lock_text(text: str) -> dict:
-    """dvc.lock minus the hashes of outputs that record wall-clock time (train metrics, step logs, checkpoints)."""
+    """dvc.lock minus the hashes of files that record wall-clock time or run ids (train and evaluate metrics,
+    step logs, checkpoints, the MLflow record, the report); everything else must match exactly."""
     lock = yaml.safe_load(text)
-    for name, stage in lock["stages"].items():
-        if name.startswith("train@"):
-            for out in stage["outs"]:
-                out.pop("md5", None), out.pop("size", None), out.pop("nfiles", None), out.pop("hash", None)
+    for stage in lock["stages"].values():
+        for entry in [*stage.get("outs", []), *stage.get("deps", [])]:
+            if entry["path"].startswith(TIMED_PATHS):
+                for key in ("md5", "size", "nfiles", "hash"):
+                    entry.pop(key, None)
     return lock
 
 
@@ -101,7 +111,8 @@ def test_dvc_repro_and_prefect_flow_agree(tmp_path, prefect_harness):
     params = {**TINY, "weights": {"model": str(tiny_pretrained(tmp_path / "encoder"))}}
     project = make_project(tmp_path / "project", params)
     stages = expand_stages(parse_params(params))
-    assert stages[-3:] == ["train@scratch", "train@frozen", "train@finetune"]
+    assert stages[4:7] == ["train@scratch", "train@frozen", "train@finetune"]
+    assert stages[-2:] == ["register", "report"]
     first = dvc(project, "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     lock = (project / "dvc.lock").read_text()
@@ -126,6 +137,26 @@ def test_dvc_repro_and_prefect_flow_agree(tmp_path, prefect_harness):
 
     # An up-to-date pipeline: the flow skips every stage.
     assert not any(r.ran for r in pipeline(workdir=str(project)))
+
+    # The same weights registered again made no new version; the champion loads back and predicts.
+    record = json.loads((project / "reports" / "register.json").read_text())
+    assert record["version"] == "1" and record["aliases"]["champion"] == "1", record
+    report = (project / "reports" / "comparison.md").read_text()
+    for name in ("scratch", "frozen", "finetune", "untrained_encoder", "raw_pixels"):
+        assert f"`{name}`" in report
+    assert record["runs"]["scratch"]["run_id"] in report
+
+    # One run fails to train (a batch larger than its data): the flow goes on with the others, still writes
+    # the report, which shows the failure with its reason, and then fails naming the stage.
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train"]["methods"]["broken"] = {"method": "scratch", "batch_size": 4096}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(Exception, match="train@broken"):
+        pipeline(stages=["train", "evaluate", "register", "report"], workdir=str(project))
+    report = (project / "reports" / "comparison.md").read_text()
+    failed = [line for line in report.splitlines() if line.startswith("- `broken`")]
+    assert failed and "failed" in failed[0] and "clips" in failed[0], report
+    assert "`scratch`" in report and (project / "metrics" / "evaluate_scratch.json").is_file()
 
 
 def test_flow_stages_match_dvc_yaml():
