@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro params clean prefect-ui
+.PHONY: setup demo test test-fast bench lock repro push pull params clean prefect-ui
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ demo: setup
 
 repro: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
+
+# Share data, decode cache, weights and train checkpoints through the default DVC remote (.dvc/config; README).
+push: setup
+	$(VENV)/bin/dvc push
+
+pull: setup
+	$(VENV)/bin/dvc pull
 
 test: setup
 	$(PY) -m pytest
