@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro push pull params clean prefect-ui
+.PHONY: setup demo test test-fast bench lock repro push pull plots params clean prefect-ui
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ push: setup
 
 pull: setup
 	$(VENV)/bin/dvc pull
+
+# dvc.yaml's plots as PNG files in reports/plots/ (offline; `dvc plots show` HTML needs the internet for Vega).
+plots: setup
+	$(PY) -m tasks.plots
 
 test: setup
 	$(PY) -m pytest
