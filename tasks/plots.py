@@ -1,5 +1,5 @@
 """Offline plots: DVC's plots as PNG files, because `dvc plots show` writes HTML that loads Vega from a CDN and
-renders blank without internet. Reads `dvc plots show/diff --json` (so it follows dvc.yaml) and draws it with matplotlib.
+renders blank without internet. Reads `dvc plots show/diff --json` (so it follows dvc.yaml); draws with matplotlib.
 
     .venv/bin/python -m tasks.plots                      # the workspace's plots -> reports/plots/*.png (make plots)
     .venv/bin/python -m tasks.plots HEAD workspace       # `dvc plots diff`: one line per revision
