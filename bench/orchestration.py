@@ -1,10 +1,12 @@
 """Orchestration speed, side by side: a no-op `dvc repro`, a no-op Prefect pipeline run, Prefect's overhead on the demo.
 
-    .venv/bin/python bench/orchestration.py [--workdir DIR] [--repeat 3] [--skip-demo] [--keep]
+    .venv/bin/python bench/orchestration.py [--workdir DIR] [--repeat 3] [--skip-server] [--skip-demo] [--keep]
 
   no-op dvc      `dvc repro` on the up-to-date pipeline in --workdir (default: this checkout, after `make demo`)
   no-op Prefect  the flow (flows.pipeline) on the same pipeline in its own process, as `make demo` runs it when
                  nothing changed: interpreter + imports + ephemeral Prefect server + one task per stage
+  no-op, server  the same flow against a dedicated `prefect server start` on loopback that the bench starts first
+                 (how deployments and workers run it): no ephemeral server to start per run
   demo           the demo from an empty data/ in a temp git + DVC copy of --workdir's code and params, through
                  the flow. Prefect's overhead = the flow process's wall time minus the time of the
                  `dvc repro --single-item` commands its tasks ran (what `dvc repro` alone would also spend),
@@ -22,11 +24,15 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,38 @@ t2 = time.monotonic()
 json.dump({"import_s": t1 - t0, "flow_s": t2 - t1,
            "stages": [{"stage": r.stage, "ran": r.ran, "seconds": r.seconds} for r in results]}, open(sys.argv[2], "w"))
 """
+
+
+@contextmanager
+def prefect_server() -> Iterator[tuple[str, float]]:
+    """A dedicated Prefect server on a free loopback port (same PREFECT_HOME): (API URL, seconds until healthy)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    log = open(OUT / "prefect-server.log", "w")
+    start = time.monotonic()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            if proc.poll() is not None or time.monotonic() - start > 180:
+                raise SystemExit(f"the Prefect server did not become healthy; its log: {OUT / 'prefect-server.log'}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        yield url, time.monotonic() - start
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
 
 
 def _env() -> dict[str, str]:
@@ -90,14 +128,15 @@ def time_single_items(workdir: Path, stages: list[str]) -> float:
     return time.monotonic() - start
 
 
-def time_flow(workdir: Path, code_dir: Path) -> dict[str, Any]:
-    """One flow process over `workdir` with `code_dir`'s flows: its wall time, its own split, its stages."""
+def time_flow(workdir: Path, code_dir: Path, api_url: str | None = None) -> dict[str, Any]:
+    """One flow process over `workdir` with `code_dir`'s flows (against `api_url`, else an ephemeral server)."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         report = Path(f.name)
     log = OUT / f"flow-{int(time.time())}.log"
     start = time.monotonic()
     with open(log, "w") as out:
-        r = subprocess.run([sys.executable, "-c", FLOW_CHILD, str(workdir), str(report)], cwd=code_dir, env=_env(),
+        env = _env() | ({"PREFECT_API_URL": api_url} if api_url else {})
+        r = subprocess.run([sys.executable, "-c", FLOW_CHILD, str(workdir), str(report)], cwd=code_dir, env=env,
                            stdout=out, stderr=subprocess.STDOUT)
     wall = time.monotonic() - start
     if r.returncode != 0:
@@ -137,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=REPO, help="an up-to-date pipeline checkout (default: this one)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each no-op measurement")
+    ap.add_argument("--skip-server", action="store_true", help="skip the no-op runs against a dedicated server")
     ap.add_argument("--skip-demo", action="store_true", help="only the no-op measurements (the demo takes minutes)")
     ap.add_argument("--keep", action="store_true", help="keep the demo's temp copy")
     args = ap.parse_args(argv)
@@ -169,6 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     print(_row(f"  {n} dvc commands as the tasks timed them", [f["dvc_commands_s"] for f in flows], None))
     print(_row(f"  the same {n} commands, no Prefect", single, None))
     print(_row("  Prefect's share (wall - no-Prefect)", [f["wall_s"] - t for f, t in zip(flows, single)], None))
+
+    if not args.skip_server:
+        with prefect_server() as (url, startup):
+            served = [time_flow(workdir, REPO, url) for _ in range(args.repeat)]
+        results["server_startup_s"] = startup
+        results["noop_prefect_server"] = served
+        print(f"\nthe same no-op flow against a dedicated Prefect server (started once, healthy after {startup:.1f} s)")
+        print(_row("no-op Prefect flow (process wall)", [f["wall_s"] for f in served], TARGETS["noop_prefect_s"]))
+        print(_row(f"  {len(served[0]['stages'])} dvc commands as the tasks timed them",
+                   [f["dvc_commands_s"] for f in served], None))
 
     if not args.skip_demo:
         tmp = Path(tempfile.mkdtemp(prefix="surgwm-bench-demo-"))
