@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro params clean prefect-ui mlflow-ui report
+.PHONY: setup demo test test-fast bench lock repro push pull plots params clean prefect-ui mlflow-ui report
 
 setup: $(STAMP)
 
@@ -29,6 +29,17 @@ demo: setup
 
 repro: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
+
+# Share data, decode cache, weights and train checkpoints through the default DVC remote (.dvc/config; README).
+push: setup
+	$(VENV)/bin/dvc push
+
+pull: setup
+	$(VENV)/bin/dvc pull
+
+# dvc.yaml's plots as PNG files in reports/plots/ (offline; `dvc plots show` HTML needs the internet for Vega).
+plots: setup
+	$(PY) -m tasks.plots
 
 test: setup
 	$(PY) -m pytest

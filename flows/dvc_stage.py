@@ -67,10 +67,14 @@ def run_dvc_stage(
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    while proc.poll() is None:
+    while True:
         if poll is not None:
             poll()
-        time.sleep(1.0)
+        try:  # returns the moment the stage ends (a 1 s sleep cost up to 1 s per stage); polls progress once a second
+            proc.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            pass
     reader.join()
     if poll is not None:
         poll()

@@ -12,7 +12,7 @@ ids; `train.val_fraction` of the cases, at least one, go to val). Train batches 
 a random horizontal flip of the whole clip, p=0.5, when the encoder runs on pixels, i.e. NOT with the frozen
 method's feature cache (tasks/features.py explains the trade-off). Validation: fixed batches, no augmentation.
 
-Outputs (`--out`, default data/train/<run>/; a DVC out with `persist: true, cache: false`):
+Outputs (`--out`, default data/train/<run>/; a DVC out with `persist: true`, cached so `dvc push` ships it):
   checkpoint.pt          full training state, written atomically every `train.checkpoint_every` steps and at
                          each epoch end; a rerun resumes from it (bit-exact on CPU). Refused if the architecture
                          changed; ignored (fresh start, logged) if the resolved config or the data changed.
