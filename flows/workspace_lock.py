@@ -21,7 +21,7 @@ from pathlib import Path
 LOCK_NAME = Path(".pipeline") / "workspace.lock"
 DEFAULT_TIMEOUT_S = 6 * 3600.0      # a full training run can take hours; a stuck one should not block forever
 
-_held: dict[str, int] = {}           # lock path -> nesting depth in this process (a subflow re-enters)
+_held: dict[tuple[str, int], int] = {}   # (lock path, thread) -> nesting depth: a subflow in the same thread re-enters
 _guard = threading.Lock()
 
 
@@ -46,9 +46,9 @@ def workspace_lock(workdir: Path, timeout_s: float | None = DEFAULT_TIMEOUT_S, p
                    run: str = "", log=print) -> Iterator[Path]:  # noqa: ANN001 - any print-like callable
     """Hold the workspace exclusively; wait up to `timeout_s` (None: forever, 0: fail at once) for another run."""
     path = lock_path(workdir)
-    key = str(path)
+    key = (str(path), threading.get_ident())    # another thread opens its own descriptor, so flock makes it wait
     with _guard:
-        if _held.get(key):                       # this process already holds it (the pipeline as a subflow)
+        if _held.get(key):                       # this thread already holds it (the pipeline as a subflow)
             _held[key] += 1
             reentered = True
         else:

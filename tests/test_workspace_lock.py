@@ -87,3 +87,16 @@ def test_reentrant_in_one_process(tmp_path):
                                 f"with w({str(tmp_path)!r}, timeout_s=0): pass"], capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
         assert other.returncode != 0 and "WorkspaceBusy" in other.stderr   # still held for other processes
+
+
+def test_other_thread_waits(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def other() -> None:
+        with workspace_lock(tmp_path, timeout_s=0.3, poll_s=0.1):
+            pass
+
+    with workspace_lock(tmp_path, timeout_s=0), ThreadPoolExecutor(1) as pool:
+        with pytest.raises(WorkspaceBusy):            # flows in threads of one process are serialised too
+            pool.submit(other).result()
+    other()
