@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro params clean prefect-ui
+.PHONY: setup demo test test-fast bench lock repro params clean prefect-ui serve
 
 setup: $(STAMP)
 
@@ -53,3 +53,13 @@ clean:
 prefect-ui: setup
 	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200
+
+# A Prefect server on 127.0.0.1 (this checkout's PREFECT_HOME) with the deployments served from here: open
+# http://127.0.0.1:$(PREFECT_PORT), pick a deployment (pipeline-run/full, pipeline-run/comparison, retrain,
+# new-data-sensor/nightly) and press Run. Ctrl-C stops both. RETRAIN_CRON sets the sensor's schedule.
+PREFECT_PORT ?= 4200
+RETRAIN_CRON ?= 0 2 * * *
+serve: setup
+	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	  $(PY) -m flows.deployments serve --start-server --cron "$(RETRAIN_CRON)"

@@ -9,7 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from flows.gpu import ensure_limit
@@ -72,6 +77,37 @@ def deploy(pool: str, source: str, cron: str = DEFAULT_CRON, workdir: str | None
     return ids
 
 
+def start_server(api_url: str, home: str) -> subprocess.Popen | None:
+    """`prefect server start` on the API URL's host and port unless one already answers there; waits until healthy."""
+    parts = urllib.parse.urlsplit(api_url)
+    health = f"{api_url.rstrip('/')}/health"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(health, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    if healthy():
+        print(f"using the Prefect server already at {api_url}")
+        return None
+    Path(home).mkdir(parents=True, exist_ok=True)
+    log = open(Path(home) / "server.log", "ab")   # noqa: SIM115 - the server outlives this function
+    server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
+                               "--host", parts.hostname or "127.0.0.1", "--port", str(parts.port or 4200)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(240):                          # ~18 s fresh here (STACK_NOTES.md); allow 120 s
+        if healthy():
+            print(f"Prefect server up: UI {api_url.removesuffix('/api')}  (log: {log.name})")
+            return server
+        if server.poll() is not None:
+            raise SystemExit(f"prefect server exited ({server.returncode}); see {log.name}")
+        time.sleep(0.5)
+    server.terminate()
+    raise SystemExit(f"prefect server at {api_url} not healthy after 120 s; see {log.name}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["serve", "deploy"])
@@ -83,7 +119,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", default=None, help="the workspace runs use (default: the flows' checkout)")
     ap.add_argument("--limit", type=int, default=None, help="serve: runs at once in this process (default: any; "
                     "the workspace lock still allows one pipeline writer per workspace)")
+    ap.add_argument("--start-server", action="store_true", help="start `prefect server` at PREFECT_API_URL "
+                    "(127.0.0.1) first unless one answers there, and stop it on exit (make serve)")
     args = ap.parse_args(argv)
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+
+    server = None
+    if args.start_server:
+        if not PREFECT_API_URL.value():
+            raise SystemExit("--start-server needs PREFECT_API_URL, e.g. http://127.0.0.1:4200/api (make serve sets it)")
+        server = start_server(PREFECT_API_URL.value(), str(PREFECT_HOME.value()))
+    try:
+        _command(args)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+
+
+def _command(args: argparse.Namespace) -> None:
     print(f"GPU concurrency limit {ensure_limit()!r}: 1 slot (a worker owning only some GPUs sets SURGWM_GPU_LIMIT)")
     if args.command == "deploy":
         from flows.run import workspace
