@@ -57,6 +57,8 @@ def gpu_slot(stage: str, log: Callable[[str], None] = print) -> Iterator[None]:
 
     name = ensure_limit()
     log(f"{stage}: waiting for GPU slot '{name}' (global concurrency limit; one GPU stage at a time)")
-    with concurrency(name, occupy=1, strict=True):
+    # strict: a missing limit is an error, never a silent pass; a transient lease-renewal hiccup must not kill
+    # an hours-long training, though.
+    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
         log(f"{stage}: holds GPU slot '{name}'")
         yield
