@@ -9,12 +9,18 @@ cache manifest exactly as the local engine does, so `dvc repro` and the flow lea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.logging.handlers import APILogWorker
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from tasks.decode import Result, decode_video
@@ -70,10 +76,31 @@ def dask_map(todo: list[tuple[int, VideoEntry]], params: Params, cache_dir: Path
     """tasks.decode Mapper for decode.engine 'dask'; returns video_id -> worker address."""
     if not todo:
         return {}
+    logging.getLogger("httpx").setLevel(logging.WARNING)   # the stage logs at INFO; one line per API call is noise
     index = [i for i, _ in todo]
     _finished.append(lambda k, r: finished(index[k], r))
     try:
-        run = decode_fanout.with_options(task_runner=task_runner(params))
-        return run([e for _, e in todo], params, str(Path(cache_dir).resolve()))
+        with _one_api():
+            run = decode_fanout.with_options(task_runner=task_runner(params))
+            return run([e for _, e in todo], params, str(Path(cache_dir).resolve()))
     finally:
         _finished.pop()
+
+
+@contextmanager
+def _one_api() -> Iterator[None]:
+    """Without PREFECT_API_URL (plain `dvc repro`) start ONE temporary server and hand its URL to the Dask workers
+    through the environment; otherwise each worker process would start its own on the same SQLite database."""
+    if PREFECT_API_URL.value():
+        yield
+        return
+    server = SubprocessASGIServer()
+    server.start(timeout=120)
+    os.environ["PREFECT_API_URL"] = server.api_url      # inherited by the local cluster's worker processes
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        APILogWorker.drain_all(timeout=5)               # send the run's logs before the server goes
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
