@@ -17,6 +17,7 @@ def _params(root: Path, **decode_keys):
                          "decode": {"chunk_frames": 8, **decode_keys}})
 
 
+@pytest.mark.slow
 def test_dask_fanout_matches_local(tmp_path, tiny_video, prefect_harness):
     from distributed import LocalCluster
 

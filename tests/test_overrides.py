@@ -59,3 +59,18 @@ def test_run_pipeline_applies_overrides_that_dvc_sees(tmp_path, prefect_harness)
     with pytest.raises(ParamsError, match=r"train\.epochs"):
         run_pipeline(stages=["synthesize"], epochs=0, workdir=str(ws))
     assert (ws / "params.yaml").read_text() == before
+
+
+def test_second_run_in_a_busy_workspace_fails_naming_it(tmp_path, prefect_harness):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.run import run_pipeline
+    from flows.workspace_lock import WorkspaceBusy, workspace_lock
+
+    ws = make_workspace(tmp_path / "ws", {"data": {"synthetic": TINY_SYNTHETIC}})
+    before = (ws / "params.yaml").read_text()
+    with workspace_lock(ws, timeout_s=0, run="first-run"), ThreadPoolExecutor(1) as pool:
+        second = pool.submit(run_pipeline, stages=["synthesize"], epochs=2, workdir=str(ws), lock_timeout_s=0)
+        with pytest.raises(WorkspaceBusy, match=f"workspace {ws.resolve()} is busy.*run first-run"):
+            second.result()
+    assert (ws / "params.yaml").read_text() == before and not (ws / "dvc.lock").exists()
