@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro push pull plots params clean prefect-ui mlflow-ui report
+.PHONY: setup demo test test-fast bench lock repro push pull plots params clean prefect-ui mlflow-ui report serve
 
 setup: $(STAMP)
 
@@ -73,3 +73,13 @@ mlflow-ui: setup
 # Print the comparison report (re-run the evaluate/register/report stages first if they are stale).
 report: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro report && cat reports/comparison.md
+
+# A Prefect server on 127.0.0.1 (this checkout's PREFECT_HOME) with the deployments served from here: open
+# http://127.0.0.1:$(PREFECT_PORT), pick a deployment (pipeline-run/full, pipeline-run/comparison, retrain,
+# new-data-sensor/nightly) and press Run. Ctrl-C stops both. RETRAIN_CRON sets the sensor's schedule.
+PREFECT_PORT ?= 4200
+RETRAIN_CRON ?= 0 2 * * *
+serve: setup
+	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	  $(PY) -m flows.deployments serve --start-server --cron "$(RETRAIN_CRON)"

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.gpu import gpu_slot
+
 REPO = Path(__file__).resolve().parent.parent
 _KILLED = re.compile(r"exited with (-\d+|137|143)\b")
 
@@ -39,7 +41,19 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("TQDM_MININTERVAL", "5")  # progress bars stay readable in a log
     env["PYTHONUNBUFFERED"] = "1"
+    api = _prefect_api_url()
+    if api:   # a stage that runs a Prefect flow itself (decode.engine: dask) reports to the same server
+        env.setdefault("PREFECT_API_URL", api)
     return env
+
+
+def _prefect_api_url() -> str | None:
+    """The API of the Prefect server this process talks to (also a test or ephemeral one), if Prefect is loaded."""
+    if "prefect" not in sys.modules:
+        return None
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
 
 
 def run_dvc_stage(
@@ -50,6 +64,11 @@ def run_dvc_stage(
     env: dict[str, str] | None = None,
 ) -> StageResult:
     """`dvc repro --single-item STAGE`: reproduces only this stage, and only if DVC says it is stale."""
+    with gpu_slot(stage, log):   # flows/gpu.py: GPU stages wait for this machine's GPU slot (Prefect runs only)
+        return _run(stage, log, poll, cwd)
+
+
+def _run(stage: str, log: Callable[[str], None], poll: Callable[[], None] | None, cwd: Path) -> StageResult:
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     start = time.monotonic()
     proc = subprocess.Popen(

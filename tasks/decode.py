@@ -58,6 +58,8 @@ HEADER_BYTES = 128                # fixed .npy header length (magic + version + 
 MIN_DURATION_RATIO = 0.9          # fewer frames than this share of duration_s * fps = truncated stream
 PROGRESS = RUNTIME / "progress" / "decode.json"
 ProgressFn = Callable[[int, int, str], None]
+# (videos to decode as (index, entry), params, cache dir, callback per finished video) -> None
+Mapper = Callable[[list[tuple[int, "VideoEntry"]], "Params", Path, Callable[[int, "Result"], None]], None]
 
 
 # ---------------------------------------------------------------- .npy with a header rewritten at the end
@@ -295,16 +297,37 @@ def clean_cache(cache_dir: Path, keep_ids: set[str]) -> None:
             p.unlink(missing_ok=True)
 
 
+def thread_map(todo: list[tuple[int, VideoEntry]], params: Params, cache_dir: Path,
+               finished: Callable[[int, Result], None]) -> None:
+    """decode.engine 'local': `decode.workers` videos at a time in this process (each is its own ffmpeg)."""
+    with ThreadPoolExecutor(max_workers=params.decode.workers) as pool:
+        futures = {pool.submit(decode_video, v, params, cache_dir): i for i, v in todo}
+        for fut in as_completed(futures):
+            finished(futures[fut], fut.result())
+
+
+def engine_mapper(params: Params) -> Mapper:
+    """The per-video fan-out for `decode.engine`; both call decode_video, so the cache is the same either way."""
+    if params.decode.engine == "dask":
+        # Orchestration (Prefect + Dask) lives in flows/; imported only when asked for.
+        from flows.decode_fanout import dask_map
+
+        return dask_map
+    return thread_map
+
+
 def decode(
     params: Params,
     manifest_path: Path = MANIFEST,
     cache_dir: Path = CACHE,
     on_progress: ProgressFn | None = None,
     statuses: dict[str, str] | None = None,
+    mapper: Mapper | None = None,
 ) -> Manifest:
     """Bring the cache in line with the manifest; returns (and writes) the manifest with frames/error filled.
 
-    `statuses`, if given, receives video_id -> decoded | cached | error.
+    `statuses`, if given, receives video_id -> decoded | cached | error. `mapper` runs decode_video over the
+    videos to do (default: a thread pool; see engine_mapper).
     """
     manifest = read_manifest(Path(manifest_path))
     cache_dir = Path(cache_dir)
@@ -334,16 +357,18 @@ def decode(
             log.warning("decode: %s: %s", r.video_id, r.error)
         if on_progress:
             on_progress(done, total, "")
-        with ThreadPoolExecutor(max_workers=params.decode.workers) as pool:
-            futures = {pool.submit(decode_video, v, params, cache_dir): i for i, v in todo}
-            for fut in as_completed(futures):
-                r = results[futures[fut]] = fut.result()
-                if r.error:
-                    log.warning("decode: %s: %s", r.video_id, r.error)
-                done += 1
-                bar.update(1)
-                if on_progress:
-                    on_progress(done, total, r.video_id)
+
+        def finished(i: int, r: Result) -> None:
+            nonlocal done
+            results[i] = r
+            if r.error:
+                log.warning("decode: %s: %s", r.video_id, r.error)
+            done += 1
+            bar.update(1)
+            if on_progress:
+                on_progress(done, total, r.video_id)
+
+        (mapper or thread_map)(todo, params, cache_dir, finished)
 
     videos = [v.model_copy(update={"frames": results[i].frames, "error": results[i].error})
               for i, v in enumerate(manifest.videos)]
@@ -386,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no manifest at {args.manifest}: run the ingest stage first", file=sys.stderr)
         return 2
     statuses: dict[str, str] = {}
-    out = decode(params, args.manifest, args.cache, progress_writer(args.progress), statuses)
+    out = decode(params, args.manifest, args.cache, progress_writer(args.progress), statuses, engine_mapper(params))
     print(summary(out, statuses))
     usable = out.usable()
     if not usable:

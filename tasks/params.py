@@ -70,6 +70,16 @@ class DecodeParams(Strict):
     workers: int = Field(2, ge=1, le=64)
     threads: int = Field(1, ge=0, le=64, description="ffmpeg -threads; 0 lets ffmpeg choose")
     chunk_frames: int = Field(32, ge=1, le=4096)
+    engine: Literal["local", "dask"] = Field("local", description="local: a thread pool in the stage's process; "
+                                             "dask: a Prefect flow with DaskTaskRunner (flows/decode_fanout.py)")
+    scheduler_address: str | None = Field(None, description="dask: a running scheduler (tcp://host:8786); "
+                                          "None: a local cluster of `workers` processes")
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "DecodeParams":
+        if self.scheduler_address is not None and self.engine != "dask":
+            raise ValueError("decode.scheduler_address is only used with decode.engine 'dask'")
+        return self
 
 
 METHOD_NAMES = ("scratch", "frozen", "finetune")   # the table in tasks/methods.py; keep in sync (tested)
