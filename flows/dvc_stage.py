@@ -65,10 +65,11 @@ def run_dvc_stage(
 ) -> StageResult:
     """`dvc repro --single-item STAGE`: reproduces only this stage, and only if DVC says it is stale."""
     with gpu_slot(stage, log):   # flows/gpu.py: GPU stages wait for this machine's GPU slot (Prefect runs only)
-        return _run(stage, log, poll, cwd)
+        return _run(stage, log, poll, cwd, env)
 
 
-def _run(stage: str, log: Callable[[str], None], poll: Callable[[], None] | None, cwd: Path) -> StageResult:
+def _run(stage: str, log: Callable[[str], None], poll: Callable[[], None] | None, cwd: Path,
+         env: dict[str, str] | None) -> StageResult:
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     start = time.monotonic()
     proc = subprocess.Popen(
