@@ -17,6 +17,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
                                update_progress_artifact)
 from prefect.runtime import flow_run
 
+from flows.workspace_lock import workspace_lock
 from flows.dvc_stage import StageFailed, StageInterrupted, StageResult, error_line, read_json, run_dvc_stage
 from tasks import paths
 from tasks.failures import read_failure, record_failure
@@ -149,28 +150,29 @@ def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) ->
     logger = get_run_logger()
     results: list[StageResult] = []
     failed: dict[str, str] = {}
-    for stage in expand_stages(params):
-        if not (stage in wanted or stage.split("@")[0] in wanted):
-            continue
-        group, _, item = stage.partition("@")
-        if failed and group not in PER_RUN + AFTER_FAILURE:
-            break
-        if group == "evaluate" and f"train@{item}" in failed:
-            logger.warning("%s skipped: train@%s failed", stage, item)
-            continue
-        state = dvc_stage.with_options(name=stage)(stage, root, return_state=True)
-        if state.is_completed():
-            results.append(state.result())
-            continue
-        try:
-            state.result()
-        except StageFailed as err:
-            failed[stage] = error_line(str(err).partition("\n")[2])
-        except Exception as err:  # noqa: BLE001 - interrupted after its retries, or a bug in the flow
-            failed[stage] = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if group in ("train", "evaluate") and read_failure(group, item, root / paths.RUNTIME.name) is None:
-            record_failure(group, item, failed[stage], root / paths.RUNTIME.name)  # a crash the stage did not record
-        logger.error("%s failed: %s", stage, failed[stage])
+    with workspace_lock(root, run=flow_run.get_name() or "pipeline", log=logger.info):  # one writer per workspace
+        for stage in expand_stages(params):
+            if not (stage in wanted or stage.split("@")[0] in wanted):
+                continue
+            group, _, item = stage.partition("@")
+            if failed and group not in PER_RUN + AFTER_FAILURE:
+                break
+            if group == "evaluate" and f"train@{item}" in failed:
+                logger.warning("%s skipped: train@%s failed", stage, item)
+                continue
+            state = dvc_stage.with_options(name=stage)(stage, root, return_state=True)
+            if state.is_completed():
+                results.append(state.result())
+                continue
+            try:
+                state.result()
+            except StageFailed as err:
+                failed[stage] = error_line(str(err).partition("\n")[2])
+            except Exception as err:  # noqa: BLE001 - interrupted after its retries, or a bug in the flow
+                failed[stage] = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if group in ("train", "evaluate") and read_failure(group, item, root / paths.RUNTIME.name) is None:
+                record_failure(group, item, failed[stage], root / paths.RUNTIME.name)  # a crash the stage did not record
+            logger.error("%s failed: %s", stage, failed[stage])
     if failed:
         raise PipelineFailed("; ".join(f"{s}: {why}" for s, why in failed.items()))
     return results

@@ -68,7 +68,8 @@ def test_probes_beat_chance_on_the_synthetic_default(tmp_path):
     """The demo's data at the demo's scale (params.yaml: 24 cases x 60 s, 64 px, 4 fps) rendered in memory, and the
     default probe recipe on raw-pixel tokens (no model to train): step, motion and event all clearly above chance on
     the held-out cases. Measured with seeds 0, 1, 2 of the data (the margins below hold on all three):
-    step F1 per video SEED_STEP, motion accuracy SEED_MOTION (chance 0.125), event AUROC SEED_EVENT (chance 0.5)."""
+    step F1 per video 0.75, 0.86, 0.72; motion accuracy 0.39, 0.36, 0.43 (chance 0.125, majority 0.19, 0.15, 0.07);
+    event AUROC 0.80, 0.77, 0.75 (chance 0.5; 44-46 positive test clips). Rendered square (the demo crops 4:3)."""
     from tasks.params import load_params
 
     demo = load_params()
@@ -77,11 +78,13 @@ def test_probes_beat_chance_on_the_synthetic_default(tmp_path):
     params = demo.model_copy(update={"evaluate": demo.evaluate.model_copy(update={"fractions": [1.0], "device": "cpu"}),
                                      "train": demo.train.model_copy(update={"methods": {}})})
     r = run_eval("raw_pixels", params, tmp_path, cache, manifest)
+    print({t: {k: r[t].get(k) for k in ("f1_video", "acc", "majority_acc", "auroc", "positives_test")} for t in
+           ("step", "motion", "event")})
     split = r["split"]
     assert set(split["test_cases"]).isdisjoint(split["train_cases"] + split["val_cases"])
     assert r["step"]["f1_video"] >= 0.45 and r["step"]["acc"] >= r["step"]["majority_acc"] + 0.3, r["step"]
     assert r["motion"]["acc"] >= 0.25 and r["motion"]["acc"] >= r["motion"]["majority_acc"] + 0.1, r["motion"]
-    assert r["event"]["auroc"] >= 0.58 and r["event"]["positives_test"] >= 10, r["event"]
+    assert r["event"]["auroc"] >= 0.65 and r["event"]["positives_test"] >= 10, r["event"]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
