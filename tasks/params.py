@@ -107,6 +107,8 @@ class TrainParams(Strict):
     contrastive_weight: float = Field(0.25, ge=0)
     temperature: float = Field(0.1, gt=0, description="InfoNCE temperature")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of CASES held out for validation")
+    case_fraction: float = Field(1.0, gt=0, le=1, description="share of the training cases this run trains on "
+                                 "(data efficiency of the world model: e.g. a run scratch_25 with 0.25)")
     checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints (0: epoch ends only)")
     feature_cache: bool = Field(True, description="frozen: encode every clip once, train on cached tokens")
     feature_dtype: Literal["float32", "float16"] = "float32"

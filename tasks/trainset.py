@@ -49,6 +49,18 @@ def split_by_case(clips: Sequence[Clip], val_fraction: float, seed: int) -> Spli
     return Split(train, val, sorted(set(cases) - val_cases), sorted(val_cases))
 
 
+def subsample_cases(split: Split, clips: Sequence[Clip], fraction: float, seed: int) -> Split:
+    """Keep a seeded share (>= 1) of the training cases; validation cases stay the same, so runs on fewer cases
+    are validated and evaluated on exactly the same held-out cases."""
+    if fraction >= 1:
+        return split
+    cases = list(split.train_cases)
+    random.Random(f"{seed}-case-fraction").shuffle(cases)
+    keep = set(cases[:max(1, round(fraction * len(cases)))])
+    train = [i for i in split.train if clips[i].case in keep]
+    return Split(train, split.val, sorted(keep), split.val_cases)
+
+
 class EpochSampler:
     """A fresh shuffle of the train clips each epoch from its own generator (its state is checkpointed)."""
 
@@ -101,7 +113,7 @@ def load_data(cfg: RunConfig, cache_dir: Path, manifest_path: Path, world: int) 
         usable = [v for v in manifest.usable() if v.frames]
         raise TrainError(f"no clips: {len(usable)} usable decoded video(s) in {manifest_path}, none with "
                          f">= data.clip_frames ({d.clip_frames}) frames")
-    split = split_by_case(clips, t.val_fraction, t.seed)
+    split = subsample_cases(split_by_case(clips, t.val_fraction, t.seed), clips, t.case_fraction, t.seed)
     if t.batch_size % world:
         raise TrainError(f"train.batch_size ({t.batch_size}) must be divisible by the number of processes ({world})")
     if len(split.train) < t.batch_size:

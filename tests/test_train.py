@@ -97,6 +97,23 @@ def test_split_is_by_case_and_deterministic():
     assert stage.split_by_case(clips, 0.0, seed=0).val == []
 
 
+def test_case_fraction_trains_on_fewer_cases_with_the_same_validation():
+    from tasks.trainset import subsample_cases
+
+    clips = [Clip(f"v{c}", f"case{c}", s, -1, -1, 0) for c in range(10) for s in range(5)]
+    full = stage.split_by_case(clips, 0.2, seed=0)
+    quarter = subsample_cases(full, clips, 0.25, seed=0)
+    assert len(quarter.train_cases) == 2 and set(quarter.train_cases) < set(full.train_cases)
+    assert quarter.val == full.val and quarter.val_cases == full.val_cases
+    assert {clips[i].case for i in quarter.train} == set(quarter.train_cases)
+    assert quarter == subsample_cases(full, clips, 0.25, seed=0)
+    assert subsample_cases(full, clips, 0.01, seed=0).train_cases  # never zero cases
+    assert subsample_cases(full, clips, 1.0, seed=0) == full
+    cfg = resolve(parse_params(tiny_raw(methods={"scratch_25": {"method": "scratch", "case_fraction": 0.25}})),
+                  "scratch_25")
+    assert cfg.train.case_fraction == 0.25 and cfg.method.name == "scratch"
+
+
 # ------------------------------------------------------------------------------------------ objective
 
 def test_context_never_sees_the_future(data, tmp_path):
