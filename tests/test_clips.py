@@ -36,7 +36,7 @@ def test_labels_at_centre_and_event_overlap() -> None:
     assert [c.start for c in clips] == [0, 4, 8, 12]
     assert [c.step for c in clips] == [0, 1, 1, 1]                   # centre 2.0 is in [2, 4.5)
     assert [c.motion for c in clips] == [0, 1, 1, -1]                # centre 4.0: no motion label
-    assert [c.event for c in clips] == [1, 1, 1, 1]                  # point event at 0.5; [2.9,3.1) touches 3 spans
+    assert [c.event for c in clips] == [1, 1, 1, 1]                  # point event at 0.5; half of [2.9,3.1) is in 3 spans
     assert clips[0] == Clip("a", "case_a", 0, 0, 0, 1)
 
 
@@ -46,10 +46,22 @@ def test_gaps_unusable_and_unknown_labels() -> None:
     m = manifest(gap, video("bad", error="broken"), video("undecoded", frames=None), video("tiny", frames=7))
     clips = build_clips(m, clip_frames=8, clip_stride=2, fps=4.0)
     assert [(c.video_id, c.start, c.step, c.motion, c.event) for c in clips] == [
-        ("g", 0, -1, -1, 0), ("g", 2, -1, -1, 0), ("g", 4, -1, -1, 1)]   # spans [0,2) [.5,2.5) [1,3): half-open
+        ("g", 0, -1, -1, 0), ("g", 2, -1, -1, 0), ("g", 4, -1, -1, 0)]   # spans [0,2) [.5,2.5) [1,3): half-open;
+    # [1,3) holds 0.5 s of the 1.5 s event: less than half of the shorter interval, so the event does not show
     weird = video("w", steps=[Interval(start=0, stop=9, label="juggling")])
     with pytest.raises(ValueError, match="juggling"):
         build_clips(manifest(weird), 8, 4, 4.0)
+
+
+def test_an_event_shows_when_half_of_it_or_half_of_the_clip_is_in_the_span() -> None:
+    from tasks.clips import shows
+
+    ev = Interval(start=2.0, stop=3.0, label="breach")           # 1 s event, 2 s clips
+    assert shows(ev, 1.5, 3.5) and shows(ev, 2.5, 4.5)           # 1 s and 0.5 s of it inside: half of the event
+    assert not shows(ev, 2.6, 4.6) and not shows(ev, 3.0, 5.0)   # 0.4 s (grazed) and 0 s (adjacent)
+    long = Interval(start=0.0, stop=10.0, label="breach")
+    assert shows(long, 4.0, 6.0) and shows(long, 9.0, 11.0) and not shows(long, 9.1, 11.1)
+    assert shows(Interval(start=1.0, stop=1.0, label="breach"), 1.0, 3.0)  # an instant inside the span
 
 
 def test_next_step() -> None:

@@ -75,7 +75,7 @@ def test_report_with_one_failed_method(workspace):
     assert "step F1 @ 50% of training cases" in lines and "only meaningful for the device" in md
     assert "Not logged: reports/register.json is missing" in md
     for png in ("loss_curves.png", "data_efficiency.png", "metrics.png"):
-        assert (root / "reports" / png).stat().st_size > 5000 and f"]({png})" in md
+        assert (root / "reports" / "charts" / png).stat().st_size > 5000 and f"](charts/{png})" in md
 
 
 def test_report_lists_run_ids_and_registry_decision(workspace):

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SYNTHETIC
-from tasks.manifest import STEP_CLASSES
+from tasks.clips import shows
+from tasks.manifest import STEP_CLASSES, Interval
 from tasks.synthesize import synthesize
-from tasks.synthetic import (MOTION_CLASSES, corpus_frames, generate_corpus, generate_dataset, plan_case,
-                             render_case, tip_track)
+from tasks.synthetic import (EVENT_LABEL, MOTION_CLASSES, SEGMENT_S, corpus_frames, generate_corpus, generate_dataset,
+                             plan_case, render_case, tip_track)
 
 
 def decode(path: Path) -> np.ndarray:
@@ -61,17 +62,18 @@ def test_plans_are_deterministic_and_labels_sane():
         segs = plan.segments
         assert segs[0].start == 0 and segs[-1].stop == plan.duration
         assert all(a.stop == b.start for a, b in zip(segs, segs[1:]))
-        assert all(s.stop - s.start >= 2.0 for s in segs)
-        assert sum(s.stop - s.start >= 4.0 for s in segs) >= len(segs) - 1  # only the last may be shorter
+        assert all(s.stop - s.start >= SEGMENT_S[0] for s in segs[:-1])  # each longer than a 2 s clip
+        assert segs[-1].stop - segs[-1].start >= SEGMENT_S[0] / 2             # a short tail is merged
         steps = [s.style for s in plan.steps]
         assert steps == sorted(set(steps))  # a subset of the steps, in the official order
         assert plan.steps[0].start == 0 and plan.steps[-1].stop == plan.duration
         motions |= {s.motion for s in segs}
         for t0 in np.arange(0, plan.duration - 2 + 1e-9, 1.0):  # 2 s clips every 1 s, as the pipeline cuts them
             clips += 1
-            event_clips += any(e.start < t0 + 2 and e.stop > t0 for e in plan.events)
+            event_clips += any(shows(Interval(start=e.start, stop=e.stop, label=EVENT_LABEL), t0, t0 + 2)
+                               for e in plan.events)
     assert motions == set(MOTION_CLASSES)
-    assert 0.04 <= event_clips / clips <= 0.12
+    assert 0.10 <= event_clips / clips <= 0.22  # rare (16% measured over these 100 plans) but learnable
     assert {e.kind for p in plans for e in p.events} == {"gauze", "withdraw"}
 
 
