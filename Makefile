@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast bench lock repro push pull plots params clean prefect-ui mlflow-ui report serve
+.PHONY: setup demo test test-ui test-fast bench lock repro push pull plots params clean prefect-ui mlflow-ui report serve
 
 setup: $(STAMP)
 
@@ -41,8 +41,12 @@ pull: setup
 plots: setup
 	$(PY) -m tasks.plots
 
+# Everything but the browser test (tests/test_ui.py, ~4 min): `make test-ui`; CI (.ci/run) runs both.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not ui"
+
+test-ui: setup
+	$(PY) -m pytest -m ui
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
