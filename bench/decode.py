@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tasks.decode import decode, file_sha256  # noqa: E402  (numpy is imported only where clips are read)
+from tasks.decode import decode  # noqa: E402
+from tasks.manifest import file_sha256  # noqa: E402  (numpy is imported only where clips are read)
 from tasks.ffmpeg import ffmpeg_exe  # noqa: E402
 from tasks.manifest import Manifest, VideoEntry, read_manifest, write_manifest  # noqa: E402
 from tasks.params import parse_params  # noqa: E402

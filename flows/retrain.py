@@ -22,7 +22,8 @@ from prefect.runtime import flow_run
 from flows.pipeline import pipeline
 from flows.run import workspace
 from flows.workspace_lock import DEFAULT_TIMEOUT_S, workspace_lock
-from tasks.ingest import discover_folder, discover_surgvu, sha256
+from tasks.ingest import discover_folder, discover_surgvu
+from tasks.manifest import file_sha256
 from tasks.manifest import atomic_write_text
 from tasks.params import DEFAULT_PARAMS, SYNTHETIC_ROOT, Params, load_params
 
@@ -53,7 +54,7 @@ def content_snapshot(params: Params, root: Path) -> tuple[dict[str, str], int]:
         if old and old[0] == st.st_size and old[1] == st.st_mtime_ns:
             digest = old[2]
         else:
-            digest, hashed = sha256(f.path), hashed + 1
+            digest, hashed = file_sha256(f.path), hashed + 1
         snap[key], fresh[key] = digest, [st.st_size, st.st_mtime_ns, digest]
     atomic_write_text(root / HASHES, json.dumps(fresh, indent=0) + "\n")
     return snap, hashed

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import math
 import multiprocessing
@@ -403,14 +402,6 @@ def schedule(progress: float, args: argparse.Namespace) -> tuple[float, float]:
     return lr, m0 + (m1 - m0) * min(progress, 1.0)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def parse_size(text: str) -> tuple[int, int]:
     w, h = (int(v) for v in text.lower().split("x"))
     if w % 2 or h % 2 or h < SIZE:
@@ -542,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. save: HF-format encoder only, then check it loads back to the same outputs
     from models import VideoEncoder
+    from tasks.manifest import file_sha256
 
     shipped = trainer.target if args.ship == "target" else trainer.encoder
     args.out.mkdir(parents=True, exist_ok=True)
@@ -572,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                      "transformers": transformers.__version__, "numpy": np.__version__},
         "final_train_losses": window, "heldout_initial": initial, "heldout_final": final,
         "max_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
-        "model_safetensors_sha256": sha256(args.out / "model.safetensors"),
+        "model_safetensors_sha256": file_sha256(args.out / "model.safetensors"),
     }
     (args.out / "pretraining.json").write_text(json.dumps(info, indent=1) + "\n")
     summary = {"out": str(args.out), "steps": step, "train_s": info["train_seconds"], "steps_per_s": info["steps_per_s"],

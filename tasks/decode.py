@@ -47,7 +47,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tasks.ffmpeg import ffmpeg_exe
-from tasks.manifest import Manifest, VideoEntry, atomic_write_text, read_manifest, write_manifest
+from tasks.manifest import Manifest, VideoEntry, atomic_write_text, file_sha256, read_manifest, write_manifest
 from tasks.params import DEFAULT_PARAMS, Params, load_or_exit, resolve_path
 from tasks.paths import CACHE, MANIFEST, RUNTIME
 
@@ -109,14 +109,6 @@ def decode_key(fps: float, size: int) -> str:
     """Everything besides the source bytes that changes the cached frames."""
     spec = {"fps": float(fps), "size": size, "aspect_policy": ASPECT_POLICY, "pix_fmt": "rgb24"}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ffmpeg_command(path: str, fps: float, size: int, dims: tuple[int, int], threads: int) -> ffmpeg.nodes.OutputStream:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -62,7 +61,7 @@ from models.probe import AttentiveProbe, PixelTokens
 from tasks import metrics as M
 from tasks.checkpoint import fingerprint
 from tasks.clips import Clip, ClipCache, build_clips, next_step
-from tasks.manifest import Manifest, atomic_write_text, read_manifest
+from tasks.manifest import Manifest, atomic_write_text, file_sha256, read_manifest
 from tasks.params import BASELINE_NAMES, DEFAULT_PARAMS, Params, ParamsError, load_params
 from tasks.paths import CACHE, DATA, DECODED, METRICS, RUNTIME, TRAIN, WEIGHTS
 from tasks.failures import clear_failure, record_failure
@@ -194,14 +193,6 @@ class Source:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_predictor(path: Path) -> tuple[Predictor, dict[str, Any]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -215,8 +206,8 @@ def load_predictor(path: Path) -> tuple[Predictor, dict[str, Any]]:
 
 def run_weights_sha(run_dir: Path) -> str:
     """One hash for a trained run's weights: the encoder file and the predictor file."""
-    return fingerprint(sha256_file(run_dir / "encoder" / "model.safetensors"),
-                       sha256_file(run_dir / "predictor.safetensors"))
+    return fingerprint(file_sha256(run_dir / "encoder" / "model.safetensors"),
+                       file_sha256(run_dir / "predictor.safetensors"))
 
 
 def method_source(name: str, run_dir: Path, device: torch.device) -> Source:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from tasks import paths
 from tasks.labels import (LabelError, normalise_task, read_events, read_folder_labels, read_motion, read_tasks,
                           split_by_part)
-from tasks.manifest import STEP_CLASSES, Interval, Manifest, VideoEntry, write_manifest
+from tasks.manifest import STEP_CLASSES, Interval, Manifest, VideoEntry, file_sha256, write_manifest
 from tasks.params import Params, load_or_exit, portable_path, resolve_path
 from tasks.synthetic import EVENT_LABEL, MOTION_CLASSES
 
@@ -99,11 +99,6 @@ def assign_ids(found: list[Found]) -> dict[str, str]:
     return ids
 
 
-def sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _one_line(err: BaseException) -> str:
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__
     return " ".join(str(text).split())[:200]
@@ -152,7 +147,7 @@ def probe(path: Path) -> dict:
 def _entry(f: Found, video_id: str) -> VideoEntry:
     entry = VideoEntry(video_id=video_id, case=f.case, part=f.part, path=portable_path(f.path))
     try:
-        entry.sha256 = sha256(f.path)
+        entry.sha256 = file_sha256(f.path)
         for key, value in probe(f.path).items():
             setattr(entry, key, value)
     except (ProbeError, OSError) as err:

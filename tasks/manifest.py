@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -66,3 +67,9 @@ def write_manifest(manifest: Manifest, path: Path) -> None:
 
 def read_manifest(path: Path) -> Manifest:
     return Manifest.model_validate_json(Path(path).read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a file (videos, weights): what makes cached outputs safe to reuse."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -107,25 +107,25 @@ def get(d: Any, dotted: str) -> Any:
     return d
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {dotted key: leaf value} (lists are leaves)."""
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= flatten(v, f"{prefix}{k}.")
+    return out
+
+
 def numeric_leaves(d: Any, prefix: str = "") -> dict[str, float]:
-    """Flatten nested dicts to dotted keys, numbers only (bools and strings left out)."""
-    out: dict[str, float] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out |= numeric_leaves(v, f"{prefix}{k}.")
-    elif isinstance(d, (int, float)) and not isinstance(d, bool) and math.isfinite(d):
-        out[prefix.rstrip(".")] = float(d)
-    return out
+    """Dotted keys of the finite numbers only (bools and strings left out): what MLflow takes as metrics."""
+    return {k: float(v) for k, v in flatten(d, prefix).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def leaves(d: Any, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out |= leaves(v, f"{prefix}{k}.")
-    else:
-        out[prefix.rstrip(".")] = json.dumps(d) if isinstance(d, (list, dict)) else str(d)
-    return out
+def leaves(d: Any) -> dict[str, str]:
+    """Dotted keys of every leaf as text: what MLflow takes as params."""
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else str(v) for k, v in flatten(d).items()}
 
 
 # ------------------------------------------------------------------------------------------------ MLflow runs

@@ -99,7 +99,7 @@ def rows(params: Params, records: Sequence[Record]) -> list[tuple[str, list[Row]
           Row("motion: top-1 accuracy", _ev("motion.acc"), "high"),
           Row(f"anticipation: next-step mean class recall@{k}, encoder only",
               _ev(f"anticipation.recall_at_{k}_encoder"), "high"),
-          Row(f"anticipation: ... with the predictor's rolled-out future",
+          Row("anticipation: ... with the predictor's rolled-out future",
               _ev(f"anticipation.recall_at_{k}_world_model", "no predictor (baseline)"), "high"),
           Row("event: accuracy", _ev("event.acc"), "high"),
           Row("event: F1", _ev("event.f1"), "high"),
@@ -221,7 +221,7 @@ def _headline(params: Params, records: Sequence[Record]) -> list[str]:
     scored = [(r.name, r.kind, get(r.evaluate, metric)) for r in records if r.status == "ok"]
     scored = [(n, k, v) for n, k, v in scored if _num(v)]
     if not scored:
-        return [f"## Headline", "", f"`{metric}` (register.metric) was not measured for any run.", ""]
+        return ["## Headline", "", f"`{metric}` (register.metric) was not measured for any run.", ""]
     scored.sort(key=lambda t: t[2], reverse=params.register.greater_is_better)
     out = ["## Headline", "", f"Ranking by `{metric}` (register.metric; "
            f"{'higher' if params.register.greater_is_better else 'lower'} is better):", ""]
@@ -266,6 +266,12 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:  # noqa: ANN001 - matplotlib's module and Figure
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_losses(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """Train (solid) and validation (dashed) losses per epoch, one panel per component."""
     plt = _plt()
@@ -281,9 +287,7 @@ def plot_losses(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_efficiency(records: Sequence[Record], path: Path) -> None:
@@ -303,9 +307,7 @@ def plot_efficiency(records: Sequence[Record], path: Path) -> None:
         ax.set_xlabel("share of training cases")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_metrics(records: Sequence[Record], k: int, path: Path) -> None:
@@ -327,9 +329,7 @@ def plot_metrics(records: Sequence[Record], k: int, path: Path) -> None:
     ax.set_ylabel("test score")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=min(5, len(ok)) or 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 # --------------------------------------------------------------------------------------------------- stage

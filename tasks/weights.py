@@ -17,7 +17,6 @@ Run: `python -m tasks.weights` (exit 1 with the reason when the weights cannot b
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from models.encoder import VideoEncoder
+from tasks.manifest import file_sha256
 from tasks.meta_checkpoint import WeightsError, load_meta_encoder
 from tasks.params import DEFAULT_PARAMS, EMBEDDED_WEIGHTS, Params, load_or_exit, resolve_path
 from tasks.paths import EMBEDDED_ENCODER, WEIGHTS
@@ -127,14 +127,6 @@ def load_encoder(params: Params, embedded_dir: Path = EMBEDDED_ENCODER) -> tuple
     return encoder, source
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def describe(encoder: VideoEncoder) -> dict[str, Any]:
     cfg = encoder.config
     return {"params": sum(p.numel() for p in encoder.parameters()), "dim": encoder.dim,
@@ -153,7 +145,7 @@ def write_encoder(encoder: VideoEncoder, record: dict[str, Any], out_dir: Path) 
         weights_file = tmp / "model.safetensors"
         if not weights_file.is_file():
             raise WeightsError(f"save_pretrained wrote no single model.safetensors into {tmp}")
-        record = {**record, "sha256": sha256_file(weights_file), **describe(encoder),
+        record = {**record, "sha256": file_sha256(weights_file), **describe(encoder),
                   "files": sorted(p.name for p in tmp.iterdir()) + ["weights.json"]}
         (tmp / "weights.json").write_text(json.dumps(record, indent=2) + "\n")
         if out_dir.exists():

@@ -18,7 +18,7 @@ import yaml
 import tasks.decode as dec
 from tasks.clips import ClipCache, build_clips
 from tasks.ffmpeg import ffmpeg_exe
-from tasks.manifest import Manifest, VideoEntry, read_manifest, write_manifest
+from tasks.manifest import Manifest, VideoEntry, file_sha256, read_manifest, write_manifest
 from tasks.params import REPO_ROOT, Params, parse_params
 
 STRIPES = "format=yuv444p,geq=lum='30*floor(X*8/W)':cb=128:cr=128"   # 8 grey bars, level 30*k
@@ -42,7 +42,7 @@ def make_video(path: Path, seconds: float = 5, size: str = "160x120", rate: int 
 
 def entry(path: Path, video_id: str, **over) -> VideoEntry:
     """What ingest would record: probe with PyAV; a file that does not probe gets no geometry."""
-    fields: dict = {"video_id": video_id, "case": video_id, "path": str(path), "sha256": dec.file_sha256(path)
+    fields: dict = {"video_id": video_id, "case": video_id, "path": str(path), "sha256": file_sha256(path)
                     if path.is_file() else None}
     try:
         with av.open(str(path)) as c:
