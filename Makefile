@@ -18,11 +18,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@test -d .git || git init -q
-	$(PY) -c "from tasks.ffmpeg import ffmpeg_exe; print('ffmpeg:', ffmpeg_exe())"
+	$(PY) -c "from surgwm.data.ffmpeg import ffmpeg_exe; print('ffmpeg:', ffmpeg_exe())"
 	@touch $@
 
 params: setup
-	$(PY) -m tasks.params
+	$(PY) -m surgwm.params
 
 demo: setup
 	$(PY) -m flows.pipeline
@@ -39,7 +39,7 @@ pull: setup
 
 # dvc.yaml's plots as PNG files in reports/plots/ (offline; `dvc plots show` HTML needs the internet for Vega).
 plots: setup
-	$(PY) -m tasks.plots
+	$(PY) -m surgwm.plots
 
 # Everything but the browser test (tests/test_ui.py, ~4 min): `make test-ui`; CI (.ci/run) runs both.
 test: setup

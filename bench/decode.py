@@ -24,11 +24,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tasks.decode import decode  # noqa: E402
-from tasks.manifest import file_sha256  # noqa: E402  (numpy is imported only where clips are read)
-from tasks.ffmpeg import ffmpeg_exe  # noqa: E402
-from tasks.manifest import Manifest, VideoEntry, read_manifest, write_manifest  # noqa: E402
-from tasks.params import parse_params  # noqa: E402
+from surgwm.data.decode import decode  # noqa: E402
+from surgwm.io import file_sha256
+from surgwm.data.ffmpeg import ffmpeg_exe  # noqa: E402
+from surgwm.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest  # noqa: E402
+from surgwm.params import parse_params  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 FPS, SIZE, CLIP = 4, 256, 16
@@ -157,7 +157,7 @@ def child(work: Path, threads: int, sample: bool) -> None:
 def clip_throughput(cache_dir: Path, seconds: float = 3.0) -> tuple[float, int]:
     import numpy as np
 
-    from tasks.clips import Clip, ClipCache
+    from surgwm.data.clips import Clip, ClipCache
 
     cache = ClipCache(cache_dir, CLIP)
     n = cache.frames("bench").shape[0]                                   # (N, S, S, 3)

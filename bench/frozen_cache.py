@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/frozen_cache.py [--configs demo,vitl] [--repeat 2] [--vitl-clips 16] [--threads N]
 
-Both epochs run the stage's own code (tasks.train.make_batch + train_step) over the same clips, alternated
+Both epochs run the stage's own code (surgwm.training.loop.make_batch + train_step) over the same clips, alternated
 `--repeat` times; the ratio is recompute / cached (wall time, and CPU time, which is steadier on shared machines).
 The one-time cache build is reported too, with the break-even: after how many epochs the cache has paid for itself.
 
@@ -30,14 +30,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models import Predictor, VideoEncoder, encoder_config  # noqa: E402
-from tasks import ddp  # noqa: E402
-from tasks.clips import ClipCache, build_clips  # noqa: E402
-from tasks.features import build as build_features  # noqa: E402
-from tasks.manifest import Manifest, VideoEntry, write_manifest  # noqa: E402
-from tasks.methods import Models, Student, resolve  # noqa: E402
-from tasks.params import parse_params  # noqa: E402
-from tasks.step import make_batch, make_run, train_step  # noqa: E402
-from tasks.trainset import Data, split_by_case  # noqa: E402
+from surgwm.training import ddp  # noqa: E402
+from surgwm.data.clips import ClipCache, build_clips  # noqa: E402
+from surgwm.training.features import build as build_features  # noqa: E402
+from surgwm.data.manifest import Manifest, VideoEntry, write_manifest  # noqa: E402
+from surgwm.training.methods import Models, Student, resolve  # noqa: E402
+from surgwm.params import parse_params  # noqa: E402
+from surgwm.training.step import make_batch, make_run, train_step  # noqa: E402
+from surgwm.data.split import split_by_case  # noqa: E402
+from surgwm.training.trainset import Data  # noqa: E402
 
 CONFIGS = {
     "demo": {"encoder": (128, 3, 4), "predictor": (64, 2, 4), "videos": (12, 2, 120)},
@@ -84,7 +85,7 @@ def bench(name: str, videos: tuple[int, int, int], repeat: int, tmp: Path) -> di
         "train": {"batch_size": BATCH, "epochs": 2 * repeat + 1, "val_fraction": 0.2 if name == "demo" else 0.0},
     })
     cfg = resolve(params, "frozen")
-    from tasks.manifest import read_manifest
+    from surgwm.data.manifest import read_manifest
 
     clips = build_clips(read_manifest(manifest_path), CLIP, STRIDE, cfg.data.fps)
     split = split_by_case(clips, cfg.train.val_fraction, 0)
@@ -103,7 +104,7 @@ def bench(name: str, videos: tuple[int, int, int], repeat: int, tmp: Path) -> di
 
     build_wall, build_cpu = timed(lambda: build_features(root / "features", encoder, clips, data.cache, CONTEXT,
                                                          batch, device, progress=False))
-    from tasks.features import FeatureStore
+    from surgwm.training.features import FeatureStore
 
     store = FeatureStore(root / "features")
     epoch = 0

@@ -3,7 +3,7 @@
     python bench/gpu_train.py [--steps 200] [--batch 16] [--methods finetune,frozen] [--compile] [--out DIR]
     python bench/gpu_train.py --tiny            # the same code path on CPU with a tiny model (a smoke test)
 
-Runs the stage's own step (tasks.train.pixel_inputs + train_step: bf16 autocast, SDPA attention, AdamW, grad
+Runs the stage's own step (surgwm.training.loop.pixel_inputs + train_step: bf16 autocast, SDPA attention, AdamW, grad
 clipping, EMA target) on random clips generated on the device (no data files). `frozen` trains on cached
 features, as the stage does: the frozen encoder first encodes `--cache-batches` batches once (timed apart).
 Prints per method: clips/s, step time, peak GPU memory, and model FLOPs utilisation = FLOPs of one step (counted
@@ -28,11 +28,11 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import Predictor, VideoEncoder, encoder_config  # noqa: E402
-from tasks import ddp  # noqa: E402
-from tasks.features import encode_pair  # noqa: E402
-from tasks.methods import Models, Student, resolve  # noqa: E402
-from tasks.params import parse_params  # noqa: E402
-from tasks.step import make_run, pixel_inputs, train_step, wrap  # noqa: E402
+from surgwm.training import ddp  # noqa: E402
+from surgwm.training.features import encode_pair  # noqa: E402
+from surgwm.training.methods import Models, Student, resolve  # noqa: E402
+from surgwm.params import parse_params  # noqa: E402
+from surgwm.training.step import make_run, pixel_inputs, train_step, wrap  # noqa: E402
 
 PEAK_BF16 = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12, "A100": 312e12}
 VITL = {"encoder": (1024, 24, 16), "predictor": (384, 12, 12), "frames": 16, "size": 256, "context": 8}

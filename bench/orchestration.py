@@ -152,7 +152,7 @@ def time_flow(workdir: Path, code_dir: Path, api_url: str | None = None) -> dict
 
 def copy_project(src: Path, dest: Path) -> Path:
     """A fresh git + DVC checkout of src's code and params, with no data and an empty DVC cache (nothing to reuse)."""
-    for name in ("tasks", "models", "flows", "assets"):
+    for name in ("surgwm", "tasks", "models", "flows", "assets"):
         shutil.copytree(src / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         if (src / name).exists():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -122,9 +121,3 @@ def error_line(output: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def read_json(path: Path) -> dict | None:
-    """Read a JSON file another process writes atomically; None while it does not exist yet."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

@@ -1,4 +1,4 @@
-"""Parameters of a deployment run -> params.yaml overrides, validated by tasks/params.py before any work.
+"""Parameters of a deployment run -> params.yaml overrides, validated by surgwm/params.py before any work.
 
 DVC reads every stage's params from params.yaml, so an override only counts if the file DVC sees holds it. We do
 what `dvc exp run -S key=value` does in the workspace: edit params.yaml (comments and order kept, via ruamel, as
@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from tasks.manifest import atomic_write_text
-from tasks.params import Params, parse_params
+from surgwm.io import atomic_write_text
+from surgwm.params import Params, parse_params
 
 HISTORY = Path(".pipeline") / "params-history"
 

@@ -18,10 +18,11 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.runtime import flow_run
 
 from flows.workspace_lock import workspace_lock
-from flows.dvc_stage import StageFailed, StageInterrupted, StageResult, error_line, read_json, run_dvc_stage
-from tasks import paths
-from tasks.failures import read_failure, record_failure
-from tasks.params import DEFAULT_PARAMS, Params, load_params
+from flows.dvc_stage import StageFailed, StageInterrupted, StageResult, error_line, run_dvc_stage
+from surgwm.io import read_json
+from surgwm import paths
+from surgwm.failures import read_failure, record_failure
+from surgwm.params import DEFAULT_PARAMS, Params, load_params
 
 # Pipeline order; tests check it equals the stages declared in dvc.yaml.
 STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode", "weights", "train", "evaluate", "baseline", "register",

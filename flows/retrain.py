@@ -22,10 +22,10 @@ from prefect.runtime import flow_run
 from flows.pipeline import pipeline
 from flows.run import workspace
 from flows.workspace_lock import DEFAULT_TIMEOUT_S, workspace_lock
-from tasks.ingest import discover_folder, discover_surgvu
-from tasks.manifest import file_sha256
-from tasks.manifest import atomic_write_text
-from tasks.params import DEFAULT_PARAMS, SYNTHETIC_ROOT, Params, load_params
+from surgwm.data.ingest import discover_folder, discover_surgvu
+from surgwm.io import file_sha256
+from surgwm.io import atomic_write_text
+from surgwm.params import DEFAULT_PARAMS, SYNTHETIC_ROOT, Params, load_params
 
 STATE = Path(".pipeline") / "sensor"
 SEEN = STATE / "seen.json"          # path -> sha256 of the videos the last successful retraining ran on

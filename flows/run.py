@@ -17,8 +17,8 @@ from prefect.runtime import flow_run
 from flows.overrides import apply_overrides, edited_text, ui_overrides
 from flows.pipeline import STAGES, pipeline
 from flows.workspace_lock import DEFAULT_TIMEOUT_S, workspace_lock
-from tasks import paths
-from tasks.params import DEFAULT_PARAMS, load_params
+from surgwm import paths
+from surgwm.params import DEFAULT_PARAMS, load_params
 
 # The method comparison: every training run, then the evaluation/report stages that exist in this checkout.
 COMPARISON_STAGES: list[str] = [s for s in ("train", "evaluate", "baseline", "register", "report") if s in STAGES]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Reproduce the shipped tiny encoder `assets/vjepa2-tiny-surgical/`: V-JEPA-2-style self-supervised pretraining
-on the UNLABELLED synthetic surgical corpus (tasks.synthetic.corpus_frames: its own random stream, never a case
+on the UNLABELLED synthetic surgical corpus (surgwm.data.synthetic.corpus_frames: its own random stream, never a case
 of the labelled demo dataset), then `VideoEncoder.save_pretrained(--out)` + `pretraining.json`.
 
 Objective, per 8-frame clip (4 fps, 64x64 crop; tokens = 2 frames x 16x16 px, grid 4 x 4 x 4):
@@ -31,7 +31,7 @@ generator's geometry is resolution-independent; 160x120 is ~2x cheaper than the 
 case, kept on the training device; the last --val-cases cases are held out for the final losses.
 
 Runs on a bare GPU machine with torch + transformers + numpy + safetensors: neither `models` nor
-`tasks.synthetic` needs pydantic or the project's venv.
+`surgwm.data.synthetic` needs pydantic or the project's venv.
 
   python scripts/pretrain_embedded.py --device cuda --minutes 5 --out /tmp/vjepa2-tiny-surgical
   python scripts/pretrain_embedded.py --device cpu --steps 20 --batch 32 --corpus-cases 8 --seconds-per-case 30
@@ -75,8 +75,8 @@ CORPUS_SEED = 1000  # the demo dataset is seed 0 of the *labelled* stream; the c
 # ---------------------------------------------------------------- imports that must work without the venv
 
 def import_synthetic() -> types.ModuleType:
-    """tasks.synthetic needs only numpy (and ffmpeg for encoding, unused here), so it runs on a bare GPU box."""
-    import tasks.synthetic as synthetic
+    """surgwm.data.synthetic needs only numpy (and ffmpeg for encoding, unused here), so it runs on a bare GPU box."""
+    import surgwm.data.synthetic as synthetic
 
     return synthetic
 
@@ -533,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. save: HF-format encoder only, then check it loads back to the same outputs
     from models import VideoEncoder
-    from tasks.manifest import file_sha256
+    from surgwm.io import file_sha256
 
     shipped = trainer.target if args.ship == "target" else trainer.encoder
     args.out.mkdir(parents=True, exist_ok=True)
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         "architecture": {"encoder": ARCH, "predictor": PRED, "crop_size": SIZE, "frames_per_clip": CLIP,
                          "context_frames": CONTEXT, "fps": FPS, "encoder_params": sum(p.numel() for p in shipped.parameters())},
         "shipped": f"{args.ship} encoder" + (" (EMA)" if args.ship == "target" else ""),
-        "data": {"generator": "tasks.synthetic.plan_case(stream='corpus') + case_frames", "corpus_seed": args.corpus_seed,
+        "data": {"generator": "surgwm.data.synthetic.plan_case(stream='corpus') + case_frames", "corpus_seed": args.corpus_seed,
                  "train_cases": len(corpus), "val_cases": len(val), "train_frames": int(corpus.lengths.sum()),
                  "render": render},
         "steps": step, "clips_seen": step * args.batch, "train_seconds": round(train_s, 1),

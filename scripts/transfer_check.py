@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Does the pretrained tiny encoder transfer? Frozen features + linear probes on LABELLED synthetic cases.
 
-Data: the demo dataset's cases (tasks.synthetic labelled stream, --seed 0 cases 0..--cases-1; the demo itself
+Data: the demo dataset's cases (surgwm.data.synthetic labelled stream, --seed 0 cases 0..--cases-1; the demo itself
 uses 12; more cases give less noisy numbers), rendered in memory at 4 fps, short side scaled to 64 and centre
 cropped to 64x64 like the pipeline's decode stage (torch antialiased resize instead of ffmpeg; no H.264). Each
 case is cut into --parts parts like the demo's mp4 parts; clips of 8 frames every 4 frames within a part, labelled
-as tasks/clips.py does: motion and step at the clip's centre time, event = 1 if a `breach` event overlaps it.
+as surgwm/data/clips.py does: motion and step at the clip's centre time, event = 1 if a `breach` event overlaps it.
 
 Features, side by side (same clips, same probes):
   pretrained   the encoder in --pretrained (frozen) on the full 8-frame clip
@@ -46,7 +46,7 @@ LABELS = ("motion", "step", "event")
 
 def clip_labels(plan, frames: int, parts: int, clip: int = pe.CLIP, stride: int = 4,
                 fps: float = pe.FPS) -> tuple[np.ndarray, np.ndarray]:
-    """(starts (M,), labels (M, 3): motion, step, event) for clips within each part, as tasks/clips.py."""
+    """(starts (M,), labels (M, 3): motion, step, event) for clips within each part, as surgwm/data/clips.py."""
     synthetic = pe.import_synthetic()
     motion_index = {m: i for i, m in enumerate(synthetic.MOTION_CLASSES)}
     per_part = frames // parts

@@ -1,1 +1,2 @@
-"""Pipeline stages: one module per stage, each a plain function plus a `python -m tasks.<stage>` entry."""
+"""The pipeline stages: one thin module per DVC stage (`python -m tasks.<stage>`): read params, call the
+library (surgwm/), write outputs. A stage never imports another stage or flows/."""

@@ -1,27 +1,40 @@
-"""DVC stage `baseline`: a reference evaluated beside the trained runs (`python -m tasks.baseline <name>`).
+"""DVC stage `baseline@<name>`: a reference evaluated beside the trained runs, with the same split and probes.
 
-<name> is one of `evaluate.baselines`: `untrained_encoder` (the pretrained encoder's architecture, randomly
-initialised) or `raw_pixels` (no encoder: pooled pixels). Same split, probes and metrics as `evaluate`
-(tasks/evaluate.py), so the report can say whether pretraining helped on this data instead of assuming it.
+    python -m tasks.baseline untrained_encoder|raw_pixels [--no-progress]
+
+`untrained_encoder`: the pretrained encoder's architecture, randomly initialised; `raw_pixels`: no encoder, pooled
+pixels. The report then says whether pretraining helped on this data instead of assuming it.
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from tasks.evaluate import main as evaluate_main
-from tasks.params import BASELINE_NAMES
+from surgwm.device import DeviceError
+from surgwm.evaluation.errors import EvaluateError
+from surgwm.evaluation.evaluate import evaluate
+from surgwm.params import BASELINE_NAMES, DEFAULT_PARAMS, ParamsError, load_params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    names = [a for a in argv if not a.startswith("-")]
-    if names and names[0] not in BASELINE_NAMES:
-        print(f"error: baseline {names[0]!r} is not one of {', '.join(BASELINE_NAMES)} "
-              "(trained runs are evaluated by `python -m tasks.evaluate <run>`)", file=sys.stderr)
+    ap = argparse.ArgumentParser(prog="python -m tasks.baseline", description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=BASELINE_NAMES, help="a baseline of evaluate.baselines")
+    ap.add_argument("--params", default=str(DEFAULT_PARAMS))
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        evaluate(args.name, load_params(args.params), progress=not args.no_progress)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    return evaluate_main(argv)
+    except (EvaluateError, DeviceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,20 +11,12 @@ import shutil
 import sys
 from pathlib import Path
 
-from tasks import paths
-from tasks.params import Params, load_or_exit
-from tasks.synthetic import generate_dataset
+from surgwm import paths
+from surgwm.data.synthetic import generate_dataset
+from surgwm.io import replace_dir
+from surgwm.params import Params, load_or_exit
 
 UNUSED = "data/synthetic is unused: data.source is '{source}' (videos come from data.root = '{root}').\n"
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Swap `tmp` into `out` with renames; the old copy is removed only after the new one is in place."""
-    old = out.with_name(f".{out.name}.old{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _clean_stale(out: Path) -> None:
@@ -49,7 +41,7 @@ def synthesize(params: Params, out: Path | None = None, progress: bool = False) 
                              progress=progress)
         else:
             (tmp / "README.txt").write_text(UNUSED.format(source=data.source, root=data.root))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

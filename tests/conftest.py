@@ -18,8 +18,8 @@ from typing import Callable
 
 import pytest
 
-from tasks.ffmpeg import ffmpeg_exe
-from tasks.params import Params, parse_params
+from surgwm.data.ffmpeg import ffmpeg_exe
+from surgwm.params import Params, parse_params
 
 TINY_SYNTHETIC = {"seed": 7, "cases": 2, "parts_per_case": 2, "part_seconds": 5.0, "width": 96, "height": 72, "fps": 10}
 _CODECS = {".webm": ["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "200k"], ".avi": ["-c:v", "mpeg4"]}
@@ -46,7 +46,7 @@ def tiny_video() -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tasks.synthetic import generate_dataset
+    from surgwm.data.synthetic import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", **TINY_SYNTHETIC)
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 
 PARAMS = """\
 data:

@@ -1,4 +1,4 @@
-"""A small labelled decode cache rendered in memory by tasks/synthetic.py (no ffmpeg), and a trained-run dir, for the
+"""A small labelled decode cache rendered in memory by surgwm/data/synthetic.py (no ffmpeg), and a trained-run dir, for the
 evaluate / register / report tests.
 
 - `synthetic_cache(root, seed, cases, seconds, size)`: root/cache/<case>.npy (uint8 (N, S, S, 3) at 4 fps, one video
@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from tasks.manifest import Interval, Manifest, VideoEntry, write_manifest
-from tasks.params import Params, parse_params
-from tasks.synthetic import EVENT_LABEL, MOTION_CLASSES, case_frames, plan_case
+from surgwm.data.manifest import Interval, Manifest, VideoEntry, write_manifest
+from surgwm.params import Params, parse_params
+from surgwm.data.synthetic import EVENT_LABEL, MOTION_CLASSES, case_frames, plan_case
 
 SIZE, CLIP, CONTEXT, FPS = 32, 8, 4, 4
 
 
 def synthetic_cache(root: Path, seed: int = 0, cases: int = 12, seconds: float = 60.0,
                     size: int = SIZE) -> tuple[Path, Path]:
-    from tasks.manifest import STEP_CLASSES
+    from surgwm.data.manifest import STEP_CLASSES
 
     cache = Path(root) / "cache"
     cache.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.clips import Clip, ClipCache, build_clips, next_step
-from tasks.manifest import Interval, Manifest, VideoEntry
+from surgwm.data.clips import Clip, ClipCache, build_clips, next_step
+from surgwm.data.manifest import Interval, Manifest, VideoEntry
 
 STEPS = ["range_of_motion", "suturing", "other"]
 
@@ -54,7 +54,7 @@ def test_gaps_unusable_and_unknown_labels() -> None:
 
 
 def test_an_event_shows_when_half_of_it_or_half_of_the_clip_is_in_the_span() -> None:
-    from tasks.clips import shows
+    from surgwm.data.clips import shows
 
     ev = Interval(start=2.0, stop=3.0, label="breach")           # 1 s event, 2 s clips
     assert shows(ev, 1.5, 3.5) and shows(ev, 2.5, 4.5)           # 1 s and 0.5 s of it inside: half of the event

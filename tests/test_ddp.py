@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 from train_data import make_cache, make_weights, tiny_params, write_params
 
-import tasks.train as stage
+import surgwm.training.loop as stage
+import tasks.train as train_stage
 
 
 
@@ -22,7 +23,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, method):
                          out_dir=tmp_path / "one", metrics_dir=tmp_path / "m1", progress=False)
 
     params = write_params(tmp_path / "params.yaml", devices=2, **train)
-    rc = stage.main([method, "--params", str(params), "--cache", str(cache), "--manifest", str(manifest),
+    rc = train_stage.main([method, "--params", str(params), "--cache", str(cache), "--manifest", str(manifest),
                      "--weights", str(weights), "--out", str(tmp_path / "two"), "--metrics", str(tmp_path / "m2"),
                      "--no-progress"])
     assert rc == 0
@@ -36,4 +37,4 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, method):
         for k in a:
             torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=f"{part}:{k}")
     odd = [method, "--params", str(params), "--set", "train.batch_size=7", "--out", str(tmp_path / "odd")]
-    assert stage.main(odd) == 2  # refused by params validation, before relaunching
+    assert train_stage.main(odd) == 2  # refused by params validation, before relaunching

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
-import tasks.decode as dec
-from tasks.clips import ClipCache, build_clips
-from tasks.ffmpeg import ffmpeg_exe
-from tasks.manifest import Manifest, VideoEntry, file_sha256, read_manifest, write_manifest
-from tasks.params import REPO_ROOT, Params, parse_params
+import surgwm.data.decode as dec
+import tasks.decode as decode_stage
+from surgwm.data.clips import ClipCache, build_clips
+from surgwm.data.ffmpeg import ffmpeg_exe
+from surgwm.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest
+from surgwm.io import file_sha256
+from surgwm.params import REPO_ROOT, Params, parse_params
 
 STRIPES = "format=yuv444p,geq=lum='30*floor(X*8/W)':cb=128:cr=128"   # 8 grey bars, level 30*k
 
@@ -299,7 +301,7 @@ def test_killed_decode_recovers(tmp_path: Path) -> None:
 
 def _cli(tmp_path: Path, videos: list[VideoEntry], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"size": 32}}))
-    rc = dec.main(["--params", str(tmp_path / "params.yaml"), "--manifest", str(write(tmp_path, videos)),
+    rc = decode_stage.main(["--params", str(tmp_path / "params.yaml"), "--manifest", str(write(tmp_path, videos)),
                    "--cache", str(tmp_path / "cache"), "--progress", str(tmp_path / "p.json")])
     out = capsys.readouterr()
     return rc, out.out, out.err

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.decode import decode, thread_map
-from tasks.ingest import ingest
-from tasks.params import ParamsError, parse_params
+from surgwm.data.decode import decode, thread_map
+from surgwm.data.ingest import ingest
+from surgwm.params import ParamsError, parse_params
 
 
 def _params(root: Path, **decode_keys):
@@ -21,7 +21,7 @@ def _params(root: Path, **decode_keys):
 def test_dask_fanout_matches_local(tmp_path, tiny_video, prefect_harness):
     from distributed import LocalCluster
 
-    from flows.decode_fanout import dask_map
+    from surgwm.data.fanout import dask_map
 
     root = tmp_path / "videos"
     for i in range(4):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from workspace_data import TINY_SYNTHETIC, dvc_env, make_workspace
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 
 
 def test_deploy_registers_on_a_process_pool(prefect_harness):

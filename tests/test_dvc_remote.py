@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 from tests.dvc_repo import corrupt_cache_objects, dvc, git, make_tiny_repo, outs_bytes
 
 

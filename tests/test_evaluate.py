@@ -11,11 +11,16 @@ import pytest
 import torch
 from eval_data import CLIP, CONTEXT, SIZE, eval_params, fake_run, synthetic_cache
 
-import tasks.evaluate as E
+import surgwm.evaluation.evaluate as E
+from surgwm.evaluation.derived import convergence, cost
+from surgwm.evaluation.errors import EvaluateError
+from surgwm.evaluation.sources import load_source, method_source, rollout
+from surgwm.evaluation.split import split_cases
+from surgwm.evaluation.table import clip_table
 from models.encoder import preprocess
 from models.probe import AttentiveProbe, PixelTokens
-from tasks.clips import Clip
-from tasks.manifest import read_manifest, write_manifest
+from surgwm.data.clips import Clip
+from surgwm.data.manifest import read_manifest, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,7 @@ def seed0(tmp_path_factory):
 def run_eval(name, params, root, cache, manifest, **kw):
     return E.evaluate(name, params, cache_dir=cache, manifest_path=manifest, train_root=root / "train",
                       weights_dir=root / "weights", metrics_dir=root / "metrics", out_root=root / "evaluate",
-                      runtime=root / "runtime", progress=False, **kw)
+                      progress=False, **kw)
 
 
 # ------------------------------------------------------------------------------------------------- split
@@ -40,15 +45,15 @@ def test_split_is_by_case_never_by_clip(test_fraction, seed):
     clips = [Clip(f"case{c}_p{p}", f"case{c}", s, rng.randrange(8), -1, 0)
              for c in range(rng.randrange(3, 15)) for p in (1, 2) for s in range(0, 40, 4)]
     params = eval_params(seed=seed, test_fraction=test_fraction)
-    split = E.split_cases(clips, params)
+    split = split_cases(clips, params)
     sides = [set(split.train), set(split.val), set(split.test)]
     assert all(sides) and not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
     assert set().union(*sides) == {c.case for c in clips}
     for case in {c.case for c in clips}:      # every clip of a case lands on the side of its case
         assert sum(case in s for s in sides) == 1
-    assert split == E.split_cases(clips, params)
+    assert split == split_cases(clips, params)
     if test_fraction is None:                # the cases the train stage held out: no world model saw them
-        from tasks.trainset import split_by_case
+        from surgwm.training.trainset import split_by_case
 
         assert list(split.test) == sorted(split_by_case(clips, params.train.val_fraction, params.train.seed).val_cases)
     subsets = [split.subset(f) for f in (0.25, 0.5, 1.0)]
@@ -57,8 +62,8 @@ def test_split_is_by_case_never_by_clip(test_fraction, seed):
 
 def test_split_needs_three_cases():
     clips = [Clip("v", "case0", 0, 0, 0, 0), Clip("w", "case1", 0, 0, 0, 0)]
-    with pytest.raises(E.EvaluateError, match="at least 3 cases"):
-        E.split_cases(clips, eval_params())
+    with pytest.raises(EvaluateError, match="at least 3 cases"):
+        split_cases(clips, eval_params())
 
 
 # ---------------------------------------------------------------------------------------- probes vs chance
@@ -70,7 +75,7 @@ def test_probes_beat_chance_on_the_synthetic_default(tmp_path):
     the held-out cases. Measured with seeds 0, 1, 2 of the data (the margins below hold on all three):
     step F1 per video 0.75, 0.86, 0.72; motion accuracy 0.39, 0.36, 0.43 (chance 0.125, majority 0.19, 0.15, 0.07);
     event AUROC 0.80, 0.77, 0.75 (chance 0.5; 44-46 positive test clips). Rendered square (the demo crops 4:3)."""
-    from tasks.params import load_params
+    from surgwm.params import load_params
 
     demo = load_params()
     cases, seconds = demo.data.synthetic.cases, demo.data.synthetic.parts_per_case * demo.data.synthetic.part_seconds
@@ -122,8 +127,7 @@ def test_trained_run_gets_every_section_and_files(seed0):
     assert set(r["efficiency"]) == {"50pct", "100pct"}
     assert r["efficiency"]["100pct"]["step_acc"] == r["step"]["acc"]
     assert r["convergence"]["epoch"] == 3 and r["cost"]["train_time_s"] == 12.5
-    assert r["cost"]["usd"] == {"A100 80GB": round(12.5 / 3600 * 2.5, 4), "RTX 3090": round(12.5 / 3600 * 0.5, 4)}
-    assert "only meaningful for the device" in r["cost"]["note"]
+    assert "usd" not in r["cost"]          # the report prices it: evaluate.gpu_prices re-runs no probe
     out = root / "evaluate" / "scratch"
     assert (out / "step_confusion.png").stat().st_size > 1000 and (out / "motion_confusion.png").is_file()
     assert (out / "predictions.csv").read_text().startswith("task,video,start,true,pred,score")
@@ -139,19 +143,19 @@ def test_untrained_encoder_baseline_uses_the_pretrained_architecture(seed0, tmp_
 
     VideoEncoder.from_config(encoder_config(48, 1, 2, SIZE, CLIP)).save_pretrained(tmp_path / "weights")
     params = eval_params(fractions=[1.0], probe_epochs=2)
-    src = E.load_source("untrained_encoder", params, tmp_path / "train", tmp_path / "weights", torch.device("cpu"))
+    src = load_source("untrained_encoder", params, tmp_path / "train", tmp_path / "weights", torch.device("cpu"))
     assert src.encoder.dim == 48 and src.predictor is None
-    src = E.load_source("untrained_encoder", params, tmp_path / "train", tmp_path / "none", torch.device("cpu"))
+    src = load_source("untrained_encoder", params, tmp_path / "train", tmp_path / "none", torch.device("cpu"))
     assert src.encoder.dim == params.model.encoder_dim
 
 
 def test_run_that_did_not_train_is_recorded_as_failed(seed0, tmp_path):
     _, cache, manifest = seed0
-    with pytest.raises(E.EvaluateError, match="did not complete"):
+    with pytest.raises(EvaluateError, match="did not complete"):
         run_eval("frozen", eval_params(), tmp_path, cache, manifest)
     rec = json.loads((tmp_path / "metrics" / "evaluate_frozen.json").read_text())
     assert rec["status"] == "failed" and "train@frozen" in rec["error"]
-    assert (tmp_path / "runtime" / "failures" / "evaluate@frozen.json").is_file()
+    assert (tmp_path / "metrics" / "failures" / "evaluate@frozen.json").is_file()
 
 
 def test_missing_labels_and_absent_classes_do_not_crash(seed0, tmp_path):
@@ -159,7 +163,7 @@ def test_missing_labels_and_absent_classes_do_not_crash(seed0, tmp_path):
     _, cache, manifest = seed0
     params = eval_params(probe_epochs=3, fractions=[1.0])
     m = read_manifest(manifest)
-    test_cases = E.split_cases(E.clip_table(m, params).clips, params).test
+    test_cases = split_cases(clip_table(m, params).clips, params).test
     gone = m.videos[[v.case for v in m.videos].index(test_cases[0])].steps[0].label   # a class the test loses
     m = m.model_copy(update={"motion_classes": [], "videos": [v.model_copy(update={
         "events": [], "motion": [], "steps": [iv for iv in v.steps if v.case not in test_cases or iv.label != gone]})
@@ -175,7 +179,7 @@ def test_missing_labels_and_absent_classes_do_not_crash(seed0, tmp_path):
 
 def test_clip_table_labels_and_next_step(seed0):
     _, _, manifest = seed0
-    t = E.clip_table(read_manifest(manifest), eval_params())
+    t = clip_table(read_manifest(manifest), eval_params())
     assert t.missing == {} and (t.event == 1).any() and (t.event == 0).any()
     nxt = t.next_step[t.next_step >= 0]
     assert len(nxt) and (t.next_step[t.next_step >= 0] != t.step[t.next_step >= 0]).all()
@@ -186,21 +190,19 @@ def test_clip_table_labels_and_next_step(seed0):
 def test_convergence_rule():
     hist = [{"epoch": e, "val_loss": v, "val_acc": a} for e, (v, a) in
             enumerate([(2.0, 0.1), (1.3, 0.5), (1.05, 0.85), (1.0, 0.9)], 1)]
-    c = E.convergence(hist, "val_loss", 0.9)
+    c = convergence(hist, "val_loss", 0.9)
     assert c["epoch"] == 3 and c["final"] == 1.0           # 1.05 <= 1.0 / 0.9
-    assert E.convergence(hist, "val_acc", 0.9)["epoch"] == 3  # 0.85 >= 0.81
-    assert "unavailable" in E.convergence([{"epoch": 1, "train_loss": 1.0}], "val_loss", 0.9)
-    assert "unavailable" in E.convergence(None, "val_loss", 0.9)
+    assert convergence(hist, "val_acc", 0.9)["epoch"] == 3  # 0.85 >= 0.81
+    assert "unavailable" in convergence([{"epoch": 1, "train_loss": 1.0}], "val_loss", 0.9)
+    assert "unavailable" in convergence(None, "val_loss", 0.9)
 
 
-def test_cost_reports_missing_memory_and_device_note():
-    c = E.cost({"train_time_s": 3600.0}, {"device": "cuda:0", "device_name": "NVIDIA A100-SXM4-80GB"},
-               {"A100 80GB": 2.5, "RTX 3090": 0.5})
-    assert c["usd"] == {"A100 80GB": 2.5, "RTX 3090": 0.5}
-    assert c["device"] == "NVIDIA A100-SXM4-80GB" and "this run used A100 80GB" in c["note"]
+def test_cost_reports_missing_memory_and_the_device():
+    c = cost({"train_time_s": 3600.0}, {"device": "cuda:0", "device_name": "NVIDIA A100-SXM4-80GB"})
+    assert c["train_time_s"] == 3600.0 and c["device"] == "NVIDIA A100-SXM4-80GB"
     assert c["peak_memory_mb"] is None and c["peak_memory_note"] == "not recorded by the train stage"
-    assert E.cost({"train_time_s": 1.0, "peak_memory_mb": 321.0}, None, {})["peak_memory_mb"] == 321.0
-    assert "unavailable" in E.cost(None, None, {"x": 1.0})
+    assert cost({"train_time_s": 1.0, "peak_memory_mb": 321.0}, None)["peak_memory_mb"] == 321.0
+    assert "unavailable" in cost(None, None)
 
 
 def test_pixel_tokens_follow_the_encoder_token_order():
@@ -226,12 +228,12 @@ def test_rollout_starts_from_the_clip_end_and_never_reads_the_future(seed0):
     """Roll-outs depend on the last context frames only; the future metric's context on the first ones only."""
     root, _, _ = seed0
     run = fake_run(root / "train_roll", root / "metrics_roll", "scratch")
-    src = E.method_source("scratch", run, torch.device("cpu"))
+    src = method_source("scratch", run, torch.device("cpu"))
     frames = torch.randint(0, 256, (2, CLIP, SIZE, SIZE, 3), dtype=torch.uint8)
     changed = frames.clone()
     changed[:, :CLIP - CONTEXT] = torch.randint(0, 256, changed[:, :CLIP - CONTEXT].shape, dtype=torch.uint8)
     with torch.no_grad():
-        a, b = E.rollout(src, frames, 2), E.rollout(src, changed, 2)
+        a, b = rollout(src, frames, 2), rollout(src, changed, 2)
     assert a.shape == (2, 2 * 2 * (SIZE // 16) ** 2, 32)
     assert torch.equal(a, b)
     assert np.isfinite(a.numpy()).all()

@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 from tests.dvc_repo import dvc, git, make_tiny_repo
 
 

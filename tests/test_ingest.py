@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks import ingest as ingest_mod
-from tasks.ingest import Found, assign_ids, ingest
-from tasks.labels import LabelError
-from tasks.manifest import STEP_CLASSES, read_manifest
-from tasks.synthetic import MOTION_CLASSES
+import tasks.ingest as ingest_stage
+from surgwm import paths
+from surgwm.data.ingest import Found, assign_ids, ingest
+from surgwm.data.labels import LabelError
+from surgwm.data.manifest import STEP_CLASSES, read_manifest
+from surgwm.data.synthetic import MOTION_CLASSES
 
 SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -151,10 +152,10 @@ def test_folder_label_errors_and_cli_exit_code(tmp_path, tiny_video, make_params
     labels = write_csv(tmp_path / "labels.csv", ["video", "start_time", "stop_time", "label"],
                        [["a.mp4", 0, 1, "x"], ["missing.mp4", 0, 1, "x"]])
     params = make_params(source="folder", root=str(root), labels_csv=str(labels))
-    monkeypatch.setattr(ingest_mod, "load_or_exit", lambda: params)
-    monkeypatch.setattr(ingest_mod.paths, "MANIFEST", tmp_path / "m.json")
+    monkeypatch.setattr(ingest_stage, "load_or_exit", lambda: params)
+    monkeypatch.setattr(paths, "MANIFEST", tmp_path / "m.json")
     with pytest.raises(SystemExit) as exit_info:
-        ingest_mod.main()
+        ingest_stage.main()
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
@@ -162,5 +163,5 @@ def test_folder_label_errors_and_cli_exit_code(tmp_path, tiny_video, make_params
 
     write_csv(labels, ["video", "start_time", "stop_time", "label"], [["a.mp4", 0, 2.4, "x"]])  # within 0.5 s
     shutil.rmtree(tmp_path / "m.json", ignore_errors=True)
-    ingest_mod.main()
+    ingest_stage.main()
     assert read_manifest(tmp_path / "m.json").videos[0].steps[0].stop == pytest.approx(2.0)

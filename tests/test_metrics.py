@@ -1,4 +1,4 @@
-"""tasks/metrics.py against scikit-learn on hand-made cases, including classes absent from the test labels."""
+"""surgwm/evaluation/metrics.py against scikit-learn on hand-made cases, including classes absent from the test labels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tasks import metrics as M
+from surgwm.evaluation import metrics as M
 
 CASES = [
     ([0, 0, 1, 1, 2, 2], [0, 1, 1, 1, 2, 0]),

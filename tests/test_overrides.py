@@ -10,7 +10,7 @@ import yaml
 from workspace_data import TINY_SYNTHETIC, make_workspace
 
 from flows.overrides import apply_overrides, ui_overrides
-from tasks.params import REPO_ROOT, ParamsError, load_params
+from surgwm.params import REPO_ROOT, ParamsError, load_params
 
 
 def test_override_keeps_comments_and_records_change(tmp_path):
@@ -53,7 +53,7 @@ def test_run_pipeline_applies_overrides_that_dvc_sees(tmp_path, prefect_harness)
     rows = run_pipeline(stages=["synthesize"], overrides={"data.synthetic.seed": 11}, workdir=str(ws))
     assert rows[0]["stage"] == "synthesize" and rows[0]["ran"]
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
-    assert lock["stages"]["synthesize"]["params"]["params.yaml"]["data.synthetic"]["seed"] == 11
+    assert lock["stages"]["synthesize"]["params"]["params.yaml"]["data.synthetic.seed"] == 11
     assert list((ws / ".pipeline" / "params-history").iterdir())
 
     before = (ws / "params.yaml").read_text()

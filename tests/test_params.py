@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from tasks.params import DEFAULT_PARAMS, ParamsError, load_params, parse_params
+from surgwm.params import DEFAULT_PARAMS, ParamsError, load_params, parse_params
 
 
 def test_shipped_params_are_valid():
@@ -46,6 +46,6 @@ def test_stage_entry_fails_before_any_work(tmp_path):
     """The CLI validator exits 2 with the message and no traceback."""
     bad = tmp_path / "params.yaml"
     bad.write_text("data:\n  fps: -3\n")
-    out = subprocess.run([sys.executable, "-m", "tasks.params", str(bad)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "surgwm.params", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "data.fps" in out.stderr and "Traceback" not in out.stderr

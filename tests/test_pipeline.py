@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tasks.params import REPO_ROOT, parse_params
+from surgwm.params import REPO_ROOT, parse_params
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def _env() -> dict[str, str]:
 
 def make_project(dest: Path, params: dict) -> Path:
     """A fresh git + DVC checkout of this project's code with the given params."""
-    for name in ("tasks", "models", "flows", "assets"):
+    for name in ("surgwm", "tasks", "models", "flows", "assets"):
         shutil.copytree(REPO_ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "metrics").mkdir()
     for name in ("dvc.yaml", ".dvcignore"):

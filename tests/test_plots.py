@@ -1,4 +1,4 @@
-"""Offline plots (tasks/plots.py): real `dvc plots show/diff --json` in a tiny temp repo, rendered to PNG files."""
+"""Offline plots (surgwm/plots.py): real `dvc plots show/diff --json` in a tiny temp repo, rendered to PNG files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 
-from tasks.plots import dvc_plots_json, main, render
+from surgwm.plots import dvc_plots_json, main, render
 from tests.dvc_repo import git, make_tiny_repo
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

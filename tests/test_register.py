@@ -13,10 +13,10 @@ import pytest
 import torch
 from eval_data import CLIP, SIZE, eval_raw, fake_run
 
-from tasks.evaluate import run_weights_sha
-from tasks.params import parse_params
-from tasks.register import CHALLENGER, CHAMPION, RegisterError, register
-from tasks.tracking import TrackingUnavailable
+from surgwm.training.runs import load_run, weights_sha256, world_model
+from surgwm.params import parse_params
+from surgwm.tracking.registry import CHALLENGER, CHAMPION, RegisterError, register
+from surgwm.tracking.client import TrackingUnavailable
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::FutureWarning")
 
@@ -47,13 +47,13 @@ def evaluated(root: Path, name: str, score: float | None, seed: int = 0, key: st
         run = root / "train" / name
         if not run.is_dir():
             fake_run(root / "train", metrics, name, seed=seed)
-        rec |= {"weights_sha256": run_weights_sha(run), "convergence": {"epoch": 2}, "cost": {"train_time_s": 12.5}}
+        rec |= {"weights_sha256": weights_sha256(run), "convergence": {"epoch": 2}, "cost": {"train_time_s": 12.5}}
     (metrics / f"evaluate_{name}.json").write_text(json.dumps(rec))
 
 
 def do_register(root: Path, params, uri: str, **kw):
     return register(params, metrics_dir=root / "metrics", train_root=root / "train", evaluate_root=root / "evaluate",
-                    runtime=root / "runtime", cache_dir=root / "cache", manifest_path=root / "none.json",
+                    cache_dir=root / "cache", manifest_path=root / "none.json",
                     tracking_uri=uri, lock=root / "dvc.lock", record_path=root / "reports" / "register.json", **kw)
 
 
@@ -64,8 +64,6 @@ def clip(seed: int = 0) -> torch.Tensor:
 def test_first_registration_is_champion_and_loads_back(store, tmp_path):
     import mlflow
     import mlflow.pytorch
-
-    from tasks.register import world_model
 
     params = params_for(["a"], "wm-first")
     evaluated(tmp_path, "a", 0.6)
@@ -80,7 +78,7 @@ def test_first_registration_is_champion_and_loads_back(store, tmp_path):
     x = clip()
     with torch.no_grad():
         embeddings, future = model.split(model(x))
-        want = world_model(tmp_path / "train" / "a", params)
+        want = world_model(load_run(tmp_path / "train" / "a"), CLIP, SIZE)
         want_emb, want_fut = want.embed(x), want.predict_future(x)
     tokens, n_future = (CLIP // 2) * (SIZE // 16) ** 2, (CLIP // 4) * (SIZE // 16) ** 2
     assert embeddings.shape == (1, tokens, 32) and future.shape == (1, n_future, 32)
@@ -90,7 +88,7 @@ def test_first_registration_is_champion_and_loads_back(store, tmp_path):
     assert served.shape == (1, tokens + n_future, 32)
     client = mlflow.MlflowClient(store)
     v = client.get_model_version("wm-first", "1")
-    assert v.tags["weights_sha256"] == run_weights_sha(tmp_path / "train" / "a") and v.tags["eval.k1.step.f1_video"]
+    assert v.tags["weights_sha256"] == weights_sha256(tmp_path / "train" / "a") and v.tags["eval.k1.step.f1_video"]
     info = mlflow.models.get_model_info("models:/wm-first/1")
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
     run = client.get_run(rec["runs"]["a"]["run_id"])
@@ -143,7 +141,7 @@ def test_lower_is_better_metric_and_other_eval_data_reevaluates_champion(store, 
     params_a = params_for(["a"], "wm-lower")
     raw = params_a.model_dump(mode="json")
     raw["register"] |= {"metric": "step.f1_video", "greater_is_better": False}
-    from tasks.params import parse_params as pp
+    from surgwm.params import parse_params as pp
 
     lower = pp(raw)
     evaluated(tmp_path, "a", 0.6, seed=0, key="old")
@@ -188,8 +186,8 @@ def test_failed_method_is_logged_as_failed_and_not_registered(store, tmp_path):
 
     params = params_for(["a", "b", "c"], "wm-failed")
     evaluated(tmp_path, "a", 0.6)
-    (tmp_path / "runtime" / "failures").mkdir(parents=True)
-    (tmp_path / "runtime" / "failures" / "train@b.json").write_text(
+    (tmp_path / "metrics" / "failures").mkdir(parents=True)
+    (tmp_path / "metrics" / "failures" / "train@b.json").write_text(
         json.dumps({"stage": "train", "error": "non-finite loss at step 3"}))
     rec = do_register(tmp_path, params, store)                 # c: no metrics at all
     assert rec["best"] == "a" and rec["runs"]["b"]["status"] == "failed" and rec["runs"]["c"]["status"] == "missing"
@@ -235,7 +233,7 @@ def test_champion_from_other_eval_data_is_reevaluated_from_the_registry(store, t
     cache, manifest = synthetic_cache(tmp_path, seed=5, cases=4, seconds=20.0)
     evaluated(tmp_path, "a", 0.6, seed=0, key="old")
     kw = dict(metrics_dir=tmp_path / "metrics", train_root=tmp_path / "train", evaluate_root=tmp_path / "evaluate",
-              runtime=tmp_path / "runtime", cache_dir=cache, manifest_path=manifest, tracking_uri=store,
+              cache_dir=cache, manifest_path=manifest, tracking_uri=store,
               lock=tmp_path / "dvc.lock", record_path=tmp_path / "register.json")
     register(params, **kw)
     import shutil

@@ -8,8 +8,8 @@ import json
 import pytest
 from eval_data import eval_raw
 
-from tasks.params import parse_params
-from tasks.report import comparison_markdown, report_markdown, write_report
+from surgwm.params import parse_params
+from surgwm.evaluation.report import comparison_markdown, report_markdown, write_report
 
 
 def evaluation(name, kind, step_f1, motion, event=None, eff=None, cost=None):
@@ -48,7 +48,7 @@ def workspace(tmp_path):
         (m / f"train_{name}_history.json").write_text(json.dumps(history))
     for name, f1, motion in (("untrained_encoder", 0.50, 0.35), ("raw_pixels", 0.58, 0.28)):
         (m / f"evaluate_{name}.json").write_text(json.dumps(evaluation(name, "baseline", f1, motion)))
-    failures = tmp_path / "runtime" / "failures"
+    failures = tmp_path / "metrics" / "failures"
     failures.mkdir(parents=True)
     (failures / "train@frozen.json").write_text(json.dumps(
         {"stage": "train", "error": "CUDA out of memory during training step 3; reduce train.batch_size"}))
@@ -60,7 +60,7 @@ def workspace(tmp_path):
 
 def test_report_with_one_failed_method(workspace):
     root, params = workspace
-    path = write_report(params, metrics_dir=root / "metrics", train_root=root / "train", runtime=root / "runtime",
+    path = write_report(params, metrics_dir=root / "metrics", train_root=root / "train", 
                         manifest_path=root / "none.json", register_path=root / "none.json", out_dir=root / "reports")
     md = path.read_text()
     assert "`frozen` (method) **failed**: train: CUDA out of memory" in md
@@ -86,7 +86,7 @@ def test_report_lists_run_ids_and_registry_decision(workspace):
         "version": "3", "aliases": {"challenger": "3", "champion": "2"},
         "decision": {"reason": "challenger step.f1_video 0.6200 does not beat champion 0.6500"},
         "runs": {"scratch": {"run_id": "r-scratch"}, "finetune": {"run_id": "r-finetune"}}}))
-    md = report_markdown(params, metrics_dir=root / "metrics", train_root=root / "train", runtime=root / "runtime",
+    md = report_markdown(params, metrics_dir=root / "metrics", train_root=root / "train", 
                          manifest_path=root / "none.json", register_path=root / "register.json")
     assert "| `scratch` | ok | `r-scratch` |" in md and "| `frozen` | failed | `not logged` |" in md
     assert "version 3 (alias `challenger`)" in md and "Champion: version 2" in md and "does not beat" in md

@@ -15,9 +15,9 @@ import pytest
 import torch
 from train_data import make_cache, tiny_params, train_inputs, write_params
 
-import tasks.train as stage
-from tasks.checkpoint import ArchitectureMismatch, save_atomic
-from tasks.params import REPO_ROOT
+import surgwm.training.loop as stage
+from surgwm.training.checkpoint import ArchitectureMismatch, save_atomic
+from surgwm.params import REPO_ROOT
 
 TIMES = ("train_time_s", "epoch_time_s", "train_clips_per_s")
 OUTPUTS = ("encoder/model.safetensors", "predictor.safetensors")
@@ -104,7 +104,7 @@ def test_interrupted_frozen_run_resumes_exactly(data, tmp_path, monkeypatch):
 def test_architecture_change_is_refused(data, tmp_path):
     kw = dict(out_dir=tmp_path / "run", metrics_dir=tmp_path / "m", progress=False, **data)
     stage.train("scratch", tiny_params(epochs=1), **kw)
-    from tasks.params import parse_params
+    from surgwm.params import parse_params
     from train_data import tiny_raw
 
     raw = tiny_raw(epochs=1)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SYNTHETIC
-from tasks.clips import shows
-from tasks.manifest import STEP_CLASSES, Interval
+from surgwm.data.clips import shows
+from surgwm.data.manifest import STEP_CLASSES, Interval
 from tasks.synthesize import synthesize
-from tasks.synthetic import (EVENT_LABEL, MOTION_CLASSES, SEGMENT_S, corpus_frames, generate_corpus, generate_dataset,
+from surgwm.data.synthetic import (EVENT_LABEL, MOTION_CLASSES, SEGMENT_S, corpus_frames, generate_corpus, generate_dataset,
                              plan_case, render_case, tip_track)
 
 

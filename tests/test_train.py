@@ -12,13 +12,18 @@ import torch
 from safetensors.torch import load_file
 from train_data import CONTEXT, make_weights, tiny_params, tiny_raw, train_inputs, write_params
 
-import tasks.step as step
-import tasks.train as stage
-from tasks.clips import Clip
-from tasks.methods import METHODS, ConfigError, build, resolve
-from tasks.params import METHOD_NAMES, ParamsError, parse_params
-from tasks.schedule import WarmupCosine, ema_momentum, warmup_cosine
-from tasks.weights import WeightsError
+import surgwm.training.step as step
+import surgwm.training.loop as stage
+import tasks.train as train_stage
+from surgwm.data.split import split_by_case
+from surgwm.training import ddp
+from surgwm.training.runs import load_run
+from surgwm.training.trainset import NonFiniteLoss, OutOfMemory, TrainError
+from surgwm.data.clips import Clip
+from surgwm.training.methods import METHODS, ConfigError, build, resolve
+from surgwm.params import METHOD_NAMES, ParamsError, parse_params
+from surgwm.training.schedule import WarmupCosine, ema_momentum, warmup_cosine
+from surgwm.training.weights import WeightsError
 
 
 
@@ -90,18 +95,18 @@ def test_warmup_cosine_schedule():
 
 def test_split_is_by_case_and_deterministic():
     clips = [Clip(f"v{c}", f"case{c}", s, -1, -1, 0) for c in range(10) for s in range(5)]
-    a = stage.split_by_case(clips, 0.2, seed=0)
+    a = split_by_case(clips, 0.2, seed=0)
     assert len(a.val_cases) == 2 and not set(a.val_cases) & set(a.train_cases)
     assert {clips[i].case for i in a.val} == set(a.val_cases)
-    assert a == stage.split_by_case(clips, 0.2, seed=0)
-    assert stage.split_by_case(clips, 0.0, seed=0).val == []
+    assert a == split_by_case(clips, 0.2, seed=0)
+    assert split_by_case(clips, 0.0, seed=0).val == []
 
 
 def test_case_fraction_trains_on_fewer_cases_with_the_same_validation():
-    from tasks.trainset import subsample_cases
+    from surgwm.data.split import subsample_cases
 
     clips = [Clip(f"v{c}", f"case{c}", s, -1, -1, 0) for c in range(10) for s in range(5)]
-    full = stage.split_by_case(clips, 0.2, seed=0)
+    full = split_by_case(clips, 0.2, seed=0)
     quarter = subsample_cases(full, clips, 0.25, seed=0)
     assert len(quarter.train_cases) == 2 and set(quarter.train_cases) < set(full.train_cases)
     assert quarter.val == full.val and quarter.val_cases == full.val_cases
@@ -120,7 +125,7 @@ def test_context_never_sees_the_future(data, tmp_path):
     """The student's prediction depends only on the context frames; the targets do depend on the future."""
     cfg = resolve(tiny_params(), "scratch")
     models = build(cfg, data["weights_dir"], torch.device("cpu"))
-    run_ = stage.make_run(cfg, stage.ddp.Dist(), torch.device("cpu"), models, list(range(8)))
+    run_ = step.make_run(cfg, ddp.Dist(), torch.device("cpu"), models, list(range(8)))
     pixels = torch.randn(2, 4, 3, 32, 32)
     changed = pixels.clone()
     changed[:, CONTEXT:] = torch.randn(2, 4 - CONTEXT, 3, 32, 32)
@@ -151,8 +156,9 @@ def test_all_three_methods_train_and_write_outputs(data, tmp_path):
         assert {"temporal", "contrastive", "loss", "acc", "lr"} <= set(steps[0])
         config = json.loads((out / "config.json").read_text())
         assert config["method"] == name and config["arch"]["encoder_dim"] == 32
-        enc, pred, cfg = stage.load_trained(out)
-        assert enc.dim == 32 and pred.dim == 24 and cfg["method"] == name
+        trained = load_run(out)
+        enc, pred = trained.encoder, trained.predictor
+        assert enc.dim == 32 and pred.dim == 24 and trained.config["method"] == name
         with torch.no_grad():  # the pair works as a world model: context frames in, future tokens out
             future = pred(enc(torch.randn(2, CONTEXT, 3, 32, 32)), enc.grid(4, 32, 32), CONTEXT // 2)
         assert future.shape == (2, 4, 32)
@@ -181,7 +187,7 @@ def test_frozen_feature_cache_equals_recomputing(data, tmp_path, caplog):
 # ------------------------------------------------------------------------------------------ bad input
 
 def test_too_few_clips_for_a_batch(data, tmp_path):
-    with pytest.raises(stage.TrainError) as err:
+    with pytest.raises(TrainError) as err:
         run("scratch", data, tmp_path, batch_size=64)
     msg = str(err.value)
     assert "too few clips for one batch: 36 training clips" in msg and "train.batch_size 64" in msg
@@ -211,8 +217,8 @@ def test_nan_loss_stops_with_step_and_checkpoint(data, tmp_path, monkeypatch):
             parts = {**parts, "loss": loss}
         return loss, parts
 
-    monkeypatch.setattr(step, "objective", poisoned)  # train_step looks it up in tasks.step
-    with pytest.raises(stage.NonFiniteLoss) as err:
+    monkeypatch.setattr(step, "objective", poisoned)  # train_step looks it up in surgwm.training.step
+    with pytest.raises(NonFiniteLoss) as err:
         run("scratch", data, tmp_path)
     msg = str(err.value)
     assert "non-finite loss at step 5" in msg and "last good checkpoint" in msg and "(step 4)" in msg
@@ -223,7 +229,7 @@ def test_cuda_oom_names_the_knobs(data, tmp_path, monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(stage, "train_step", oom)
-    with pytest.raises(stage.OutOfMemory) as err:
+    with pytest.raises(OutOfMemory) as err:
         run("scratch", data, tmp_path)
     msg = str(err.value)
     for knob in ("train.batch_size (now 8)", "data.size (now 32)", "data.clip_frames (now 4)", "model.encoder_dim",
@@ -237,17 +243,17 @@ def test_cli_reports_errors_without_traceback(data, tmp_path, capsys):
     common = ["--params", str(params), "--cache", str(data["cache_dir"]), "--manifest", str(data["manifest_path"]),
               "--weights", str(data["weights_dir"]), "--out", str(tmp_path / "o"), "--metrics", str(tmp_path / "m"),
               "--no-progress"]
-    assert stage.main(["nope", *common]) == 2
+    assert train_stage.main(["nope", *common]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
-    assert stage.main(["scratch", *common, "--set", "train.batch_size=100"]) == 1
+    assert train_stage.main(["scratch", *common, "--set", "train.batch_size=100"]) == 1
     assert "too few clips" in capsys.readouterr().err
-    assert stage.main(["scratch", *common, "--set", "data.clip_frames=5"]) == 2
+    assert train_stage.main(["scratch", *common, "--set", "data.clip_frames=5"]) == 2
     assert "tubelet" in capsys.readouterr().err
 
 
 def test_demo_defaults_are_consistent():
     """The shipped params resolve for every run and fit the demo data (~12 cases x 60 s at 4 fps)."""
-    from tasks.params import DEFAULT_PARAMS, load_params
+    from surgwm.params import DEFAULT_PARAMS, load_params
 
     p = load_params(DEFAULT_PARAMS)
     assert set(p.train.methods) >= set(METHOD_NAMES)

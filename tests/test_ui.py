@@ -19,7 +19,7 @@ from test_pipeline import TINY, make_project, tiny_pretrained
 from ui_browser import (CHROMIUM, Browser, background, distinct_colours, free_port, page_text, screenshot, stop,
                         wait_healthy)
 
-from tasks.params import REPO_ROOT, parse_params
+from surgwm.params import REPO_ROOT, parse_params
 
 pytestmark = [
     pytest.mark.slow,

@@ -15,10 +15,10 @@ from transformers import VJEPA2Config, VJEPA2Model
 
 import tasks.weights as weights_stage
 from models.encoder import VideoEncoder, encoder_config
-from tasks.meta_checkpoint import infer_config
-from tasks.params import Params, parse_params
-from tasks.manifest import file_sha256 as sha256_file
-from tasks.weights import WeightsError, prepare_weights
+from surgwm.training.meta_checkpoint import infer_config
+from surgwm.params import Params, parse_params
+from surgwm.io import file_sha256 as sha256_file
+from surgwm.training.weights import WeightsError, prepare_weights
 
 HUB_ID = "facebook/vjepa2-vitl-fpc64-256"
 X = torch.randn(1, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # a fixed input

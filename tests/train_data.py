@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import yaml
 
-from tasks.manifest import Manifest, VideoEntry, write_manifest
-from tasks.params import Params, parse_params
+from surgwm.data.manifest import Manifest, VideoEntry, write_manifest
+from surgwm.params import Params, parse_params
 
 SIZE, CLIP, CONTEXT = 32, 4, 2  # 32x32 frames (2x2 patches), 4-frame clips: 1 context + 1 future token-time
 

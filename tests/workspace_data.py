@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tasks.params import REPO_ROOT, parse_params
+from surgwm.params import REPO_ROOT, parse_params
 
 TINY_SYNTHETIC = {"seed": 3, "cases": 2, "parts_per_case": 1, "part_seconds": 3, "width": 96, "height": 72,
                   "fps": 10}
@@ -27,7 +27,7 @@ def dvc_env() -> dict[str, str]:
 def make_workspace(dest: Path, params: dict[str, Any] | None = None, commented: bool = False) -> Path:
     """Copy the code and dvc.yaml; params.yaml is this repo's (comments kept) if `commented`, else `params` resolved."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("tasks", "models", "flows", "assets"):
+    for name in ("surgwm", "tasks", "models", "flows", "assets"):
         shutil.copytree(REPO_ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, dest / name)

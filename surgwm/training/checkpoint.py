@@ -8,8 +8,6 @@ architecture is refused) and a fingerprint of the resolved config and data (a mi
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import random
@@ -27,12 +25,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 class ArchitectureMismatch(RuntimeError):
     """The checkpoint was written for another model shape; continuing would silently load nothing useful."""
-
-
-def fingerprint(*parts: Any) -> str:
-    """sha256 of the canonical JSON of `parts` (resolved config, data manifest, weights hash...)."""
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

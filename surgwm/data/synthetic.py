@@ -19,11 +19,9 @@ from typing import Iterator
 
 import numpy as np
 
-from tasks.ffmpeg import ffmpeg_exe
-from tasks.classes import STEP_CLASSES
+from surgwm.data.ffmpeg import ffmpeg_exe
+from surgwm.data.classes import EVENT_LABEL, MOTION_CLASSES, STEP_CLASSES
 
-MOTION_CLASSES: tuple[str, ...] = ("idle", "left", "right", "up", "down", "circle_cw", "circle_ccw", "grasp")
-EVENT_LABEL = "breach"
 SEGMENT_S = (3.0, 5.0)        # motion segments: longer than one 2 s clip at 4 fps; short, so many per case
 SPEED = (0.12, 0.22)          # linear motions, frame heights per second (capped so the path stays in view)
 EVENTS_PER_S = 1 / 15         # rare but learnable: ~1 in 5 clips of 2 s (stride 1 s) shows an event

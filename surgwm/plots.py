@@ -1,9 +1,9 @@
 """Offline plots: DVC's plots as PNG files, because `dvc plots show` writes HTML that loads Vega from a CDN and
 renders blank without internet. Reads `dvc plots show/diff --json` (so it follows dvc.yaml); draws with matplotlib.
 
-    .venv/bin/python -m tasks.plots                      # the workspace's plots -> reports/plots/*.png (make plots)
-    .venv/bin/python -m tasks.plots HEAD workspace       # `dvc plots diff`: one line per revision
-    .venv/bin/python -m tasks.plots --out DIR --repo DIR
+    .venv/bin/python -m surgwm.plots                      # the workspace's plots -> reports/plots/*.png (make plots)
+    .venv/bin/python -m surgwm.plots HEAD workspace       # `dvc plots diff`: one line per revision
+    .venv/bin/python -m surgwm.plots --out DIR --repo DIR
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 
 OUT = Path("reports") / "plots"
 # Datapoint fields DVC adds to tell series apart: revision, file (several files in one plot), y field (several y).

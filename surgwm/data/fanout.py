@@ -1,7 +1,7 @@
 """decode.engine 'dask': the decode stage fans its videos out as Prefect tasks on a Dask cluster (prefect-dask).
 
 DVC stays in charge: the stage command is still `python -m tasks.decode`; only the loop over videos changes
-(tasks/decode.py `engine_mapper`). Each task calls the same `decode_video` as the local thread pool and writes
+(tasks/decode.py picks the mapper). Each task calls the same `decode_video` as the local thread pool and writes
 straight into the cache folder, so every Dask worker must see the videos and `data/cache` at the same paths (one
 machine, or a shared filesystem); only the small per-video Result travels back. The stage process then writes the
 cache manifest exactly as the local engine does, so `dvc repro` and the flow leave the same outputs.
@@ -15,17 +15,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
-from prefect.logging.handlers import APILogWorker
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_dask import DaskTaskRunner
+from surgwm import prefect_defaults
 
-from tasks.decode import Result, decode_video
-from tasks.manifest import VideoEntry
-from tasks.params import Params
+prefect_defaults.apply()  # before Prefect is imported
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.futures import as_completed  # noqa: E402
+from prefect.logging.handlers import APILogWorker  # noqa: E402
+from prefect.server.api.server import SubprocessASGIServer  # noqa: E402
+from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
+from prefect_dask import DaskTaskRunner  # noqa: E402
+
+from surgwm.data.decode import Result, decode_video  # noqa: E402
+from surgwm.data.manifest import VideoEntry  # noqa: E402
+from surgwm.params import Params  # noqa: E402
 
 _finished: list[Callable[[int, Result], None]] = []   # the caller's per-video callback (not a flow parameter)
 
@@ -73,7 +77,7 @@ def task_runner(params: Params) -> DaskTaskRunner:
 
 def dask_map(todo: list[tuple[int, VideoEntry]], params: Params, cache_dir: Path,
              finished: Callable[[int, Result], None]) -> dict[str, str]:
-    """tasks.decode Mapper for decode.engine 'dask'; returns video_id -> worker address."""
+    """surgwm.data.decode Mapper for decode.engine 'dask'; returns video_id -> worker address."""
     if not todo:
         return {}
     logging.getLogger("httpx").setLevel(logging.WARNING)   # the stage logs at INFO; one line per API call is noise

@@ -11,3 +11,8 @@ STEP_CLASSES: tuple[str, ...] = (
     "uterine_horn",
     "other",
 )
+
+# The synthetic demo data's extra labels (labels/<case>/motion.csv and events.csv): instrument motion classes and
+# the rare event that stands in for a sterility breach.
+MOTION_CLASSES: tuple[str, ...] = ("idle", "left", "right", "up", "down", "circle_cw", "circle_ccw", "grasp")
+EVENT_LABEL = "breach"

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
 ARTIFACTS = REPO_ROOT / "mlartifacts"

@@ -34,9 +34,9 @@ from torch import Tensor
 from tqdm import tqdm
 
 from models import VideoEncoder, preprocess
-from tasks.checkpoint import fingerprint
-from tasks.clips import Clip, ClipCache
-from tasks.manifest import Manifest
+from surgwm.io import fingerprint
+from surgwm.data.clips import Clip, ClipCache
+from surgwm.data.manifest import Manifest
 
 FEATURE_VERSION = 1
 

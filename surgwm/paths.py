@@ -1,6 +1,6 @@
 """Where each stage reads and writes; `dvc.yaml` declares the same paths as deps and outs."""
 
-from tasks.params import REPO_ROOT
+from surgwm.params import REPO_ROOT
 
 DATA = REPO_ROOT / "data"
 SYNTHETIC = DATA / "synthetic"            # synthesize: the embedded demo dataset (SurgVU layout)
@@ -12,4 +12,7 @@ EMBEDDED_ENCODER = REPO_ROOT / "assets" / "vjepa2-tiny-surgical"  # weights.mode
 WEIGHTS = DATA / "weights"                # weights: the encoder (config.json + model.safetensors) + weights.json
 TRAIN = DATA / "train"                    # train: one dir per run (train.methods key): checkpoint + final weights
 FEATURES = DATA / "features"              # train (frozen): encoder outputs per clip, one dir per content key
-METRICS = REPO_ROOT / "metrics"           # train: metrics/train_<run>.json (final) and _history.json (per epoch)
+METRICS = REPO_ROOT / "metrics"           # train/evaluate: metrics/<stage>_<name>.json; failures/ (surgwm/failures.py)
+EVALUATE = DATA / "evaluate"              # evaluate/baseline: one dir per name (plots, predictions, split)
+REPORTS = REPO_ROOT / "reports"           # report: comparison.md + charts/
+REGISTER_RECORD = REPORTS / "register.json"  # register: run ids, version, aliases, the gate's decision

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.manifest import Interval, Manifest, VideoEntry
+from surgwm.data.manifest import Interval, Manifest, VideoEntry
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Mapping, Sequence
 
-from tasks.manifest import STEP_CLASSES, Interval
+from surgwm.data.manifest import STEP_CLASSES, Interval
 
 log = logging.getLogger(__name__)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.classes import STEP_CLASSES
+from surgwm.data.classes import STEP_CLASSES
+from surgwm.io import atomic_write_text
 
 
 
@@ -53,14 +52,6 @@ class Manifest(BaseModel):
         return [v for v in self.videos if v.error is None]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp name in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_manifest(manifest: Manifest, path: Path) -> None:
     atomic_write_text(path, json.dumps(manifest.model_dump(mode="json"), indent=1) + "\n")
 
@@ -69,7 +60,3 @@ def read_manifest(path: Path) -> Manifest:
     return Manifest.model_validate_json(Path(path).read_text())
 
 
-def file_sha256(path: str | Path) -> str:
-    """Content hash of a file (videos, weights): what makes cached outputs safe to reuse."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

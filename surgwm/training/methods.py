@@ -6,7 +6,7 @@ future positions kept, no gradient).
 
   scratch   V-JEPA 2-architecture ViT built from `model.*`, randomly initialised; EMA target encoder.
   frozen    the pretrained encoder from data/weights, frozen (it is also the target); only the predictor learns.
-            Its encoder outputs never change, so they are computed once into a feature cache (tasks/features.py).
+            Its encoder outputs never change, so they are computed once into a feature cache (surgwm/training/features.py).
   finetune  the pretrained encoder, trained too; EMA target encoder (V-JEPA 2 uses momentum 0.999 -> 0.99925).
 
 params.yaml `train.methods` maps a run name to overrides of `train.*`; keys left None take these defaults.
@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from models import Predictor, VideoEncoder, encoder_config
 from models.encoder import PATCH, TUBELET
-from tasks.meta_checkpoint import WeightsError
-from tasks.params import METHOD_NAMES, DataParams, ModelParams, Params, TrainParams
+from surgwm.training.meta_checkpoint import WeightsError
+from surgwm.params import METHOD_NAMES, DataParams, ModelParams, Params, TrainParams
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ METHODS: dict[str, Method] = {
     "finetune": Method("finetune", pretrained=True, train_encoder=True, lr=1e-4, ema=(0.999, 0.99925),
                        doc="pretrained encoder trained too; EMA target"),
 }
-assert tuple(METHODS) == METHOD_NAMES, "tasks/params.py METHOD_NAMES must list the methods of this table"
+assert tuple(METHODS) == METHOD_NAMES, "surgwm/params.py METHOD_NAMES must list the methods of this table"
 
 
 class ConfigError(ValueError):

@@ -1,6 +1,6 @@
 """The validated schema of `params.yaml`: every stage loads its config through `load_params`.
 
-Run `python -m tasks.params [PATH]` to validate a params file and print the resolved config.
+Run `python -m surgwm.params [PATH]` to validate a params file and print the resolved config.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import yaml
@@ -71,7 +72,7 @@ class DecodeParams(Strict):
     threads: int = Field(1, ge=0, le=64, description="ffmpeg -threads; 0 lets ffmpeg choose")
     chunk_frames: int = Field(32, ge=1, le=4096)
     engine: Literal["local", "dask"] = Field("local", description="local: a thread pool in the stage's process; "
-                                             "dask: a Prefect flow with DaskTaskRunner (flows/decode_fanout.py)")
+                                             "dask: a Prefect flow with DaskTaskRunner (surgwm/data/fanout.py)")
     scheduler_address: str | None = Field(None, description="dask: a running scheduler (tcp://host:8786); "
                                           "None: a local cluster of `workers` processes")
 
@@ -82,14 +83,14 @@ class DecodeParams(Strict):
         return self
 
 
-METHOD_NAMES = ("scratch", "frozen", "finetune")   # the table in tasks/methods.py; keep in sync (tested)
+METHOD_NAMES = ("scratch", "frozen", "finetune")   # the table in surgwm/training/methods.py; keep in sync (tested)
 
 
 class TrainParams(Strict):
     """Defaults for every method; `methods` maps a run name (its output dir) to keys of this section it overrides.
 
-    A run name is a method of tasks/methods.py, or any name with `method: <one of them>` among its overrides.
-    Keys left None take the method's own default (lr, EMA momentum), see tasks/methods.py.
+    A run name is a method of surgwm/training/methods.py, or any name with `method: <one of them>` among its overrides.
+    Keys left None take the method's own default (lr, EMA momentum), see surgwm/training/methods.py.
     """
 
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: {m: {} for m in METHOD_NAMES})
@@ -344,6 +345,17 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
             node = node.setdefault(key, {})
         node[leaf] = value
     return parse_params(raw, str(path))
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` overrides (`--set train.lr=1e-4`), values parsed as YAML; feed them to `load_params`."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def load_or_exit(path: str | Path = DEFAULT_PARAMS) -> Params:

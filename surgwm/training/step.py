@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from models import contrastive_loss, temporal_loss
-from tasks import ddp
-from tasks.features import clip_pixels
-from tasks.methods import Models, RunConfig, ema_update, param_groups
-from tasks.schedule import WarmupCosine, ema_momentum
-from tasks.trainset import Data, EpochSampler, NonFiniteLoss, OutOfMemory, TrainError
+from surgwm.training import ddp
+from surgwm.training.features import clip_pixels
+from surgwm.training.methods import Models, RunConfig, ema_update, param_groups
+from surgwm.training.schedule import WarmupCosine, ema_momentum
+from surgwm.training.trainset import Data, EpochSampler, NonFiniteLoss, OutOfMemory
 
 LOSS_KEYS = ("temporal", "contrastive", "loss", "acc")
 
@@ -61,18 +61,6 @@ class Run:
     def ema(self) -> float | None:
         e = self.cfg.ema
         return None if e is None else ema_momentum(self.step, self.total_steps, *e)
-
-
-def resolve_device(cfg: RunConfig, d: ddp.Dist) -> torch.device:
-    want = cfg.train.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise TrainError("train.device is 'cuda' but no CUDA device is available (set train.device: auto)")
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        if d.local_rank >= torch.cuda.device_count():
-            raise TrainError(f"train.devices asks for {d.world} processes but this machine has "
-                             f"{torch.cuda.device_count()} GPU(s); lower train.devices")
-        return torch.device("cuda", d.local_rank)
-    return torch.device("cpu")
 
 
 def autocast_for(cfg: RunConfig, device: torch.device) -> tuple[Callable[[], AbstractContextManager], str]:

@@ -1,0 +1,1 @@
+"""surgwm: the library behind the pipeline stages (tasks/) and flows (flows/): data, training, evaluation, tracking."""

@@ -1,0 +1,1 @@
+"""Video data: the manifest, labels, ingest, ffmpeg decode into the clip cache, clips, the synthetic demo data."""

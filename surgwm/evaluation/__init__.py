@@ -1,0 +1,1 @@
+"""Frozen evaluation: the case split, clip labels, feature sources, probes, metrics, and the comparison report."""

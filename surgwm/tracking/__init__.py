@@ -1,0 +1,1 @@
+"""MLflow: the tracking client (store, tags) and the model registry (versions, champion/challenger gate)."""
