@@ -171,8 +171,9 @@ def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) ->
                 failed[stage] = error_line(str(err).partition("\n")[2])
             except Exception as err:  # noqa: BLE001 - interrupted after its retries, or a bug in the flow
                 failed[stage] = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if group in ("train", "evaluate") and read_failure(group, item, root / paths.RUNTIME.name) is None:
-                record_failure(group, item, failed[stage], root / paths.RUNTIME.name)  # a crash the stage did not record
+            metrics = _in(root, paths.METRICS)
+            if group in PER_RUN and read_failure(group, item, metrics) is None:
+                record_failure(group, item, failed[stage], metrics)  # a crash the stage did not record
             logger.error("%s failed: %s", stage, failed[stage])
     if failed:
         raise PipelineFailed("; ".join(f"{s}: {why}" for s, why in failed.items()))
