@@ -1,14 +1,28 @@
-"""The attentive probe of frozen evaluation (after V-JEPA 2's attentive pooler), and raw-pixel tokens.
+"""The probes of frozen evaluation (after V-JEPA 2's attentive probe), stacked into one bank, and raw-pixel tokens.
 
-AttentiveProbe: tokens (B, N, D_in) -> logits (B, C). Inputs standardised per feature with training statistics
-(not a per-token LayerNorm: that would erase a pixel token's brightness, e.g. white gauze), a linear map to `dim`
-(so every feature source, a ViT-L or 96-d pixel patches, gets a probe of the same size), a learned position embedding,
-`depth` self-attention blocks, then cross-attention from one learned query over all tokens, then a linear head.
-Two additions to V-JEPA 2's probe, both for telling motion apart on little labelled data: a position embedding
-(V-JEPA 2's encoders use RoPE, so their output tokens carry no absolute (t, h, w), and pixel tokens carry none at
-all), and, with `lag` (evaluate.probe_deltas), each token's change from the same place one token-time-step
-earlier as extra input features (measured on the demo-like synthetic data: motion accuracy of raw-pixel tokens
-0.21 -> 0.32 and 0.12 -> 0.19 on two seeds; set evaluate.probe_deltas: false for V-JEPA 2's plain probe).
+ProbeBank: H independent attentive probes that read the same tokens, with every weight stacked on a leading head
+axis, so one batch of tokens trains all of them at once (V-JEPA 2's evaluation trains ~20 heads over a learning-rate x
+weight-decay grid on each batch; here also every task that reads the same tokens). Heads share nothing but the input:
+the loss is the sum of each head's own loss, so each head's gradient is the one it would get trained alone.
+
+One probe (head h), tokens (B, N, D_in) -> outputs (B, C_h):
+  1. features: the tokens and, with `lag` (evaluate.probe_deltas), each token's change from the same place one
+     token-time-step earlier (tokens are t-major; zero for the first step): (B, N, F), F = D_in or 2 D_in;
+     standardised per feature with training statistics (not a per-token LayerNorm: that would erase a pixel token's
+     brightness, e.g. white gauze). Shared by all heads.
+  2. depth >= 1: a linear map to `dim` (one GEMM for all heads), a learned position embedding, `depth` pre-norm
+     self-attention blocks (V-JEPA 2's 4-block probe = depth 3 + the pooler below, `heads` 16).
+     depth 0 (V-JEPA 2's depth-1 pooler): the standardised features go straight to the pooler, with a learned
+     position term in its attention scores and values instead of a position embedding.
+  3. the pooler: V-JEPA 2's cross-attention block with one learned query (q = query; q += attn(q, tokens);
+     q += mlp(norm(q))), then a LayerNorm and a linear head.
+
+Why the pooler is cheap here (exact, not an approximation): its query is a learned constant, so for attention head a
+the score of token n is q_a . (W_k,a x_n + b_k,a) = x_n . (W_k,a^T q_a) + const; the constant cancels in the
+softmax. And its output sum_n p_n (W_v,a x_n + b_v,a) = W_v,a (sum_n p_n x_n) + b_v,a. So the keys and values of
+the N tokens are never formed: one vector u_a = W_k,a^T q_a per head scores the tokens and the tokens are pooled
+before W_v. At depth 0 that turns O(N F dim) per clip and head into O(N F heads); the parameters and the function are
+V-JEPA 2's (q, W_q, W_k, W_v, ...), only the order of the products changes.
 
 PixelTokens: uint8 clips -> tokens on the encoder's grid (a tubelet of 2 frames x one 16x16 patch), each the
 patch's normalised pixels average-pooled to `pool` x `pool` (2 * 3 * pool^2 values): a fixed linear map of
@@ -17,66 +31,99 @@ downsampled raw pixels, the "no encoder" baseline.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.encoder import PATCH, TUBELET, preprocess
 
-
-class Block(nn.Module):
-    """Pre-norm self-attention block."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))  # (B, N, dim)
+INIT_STD = 0.02     # V-JEPA 2's probe: trunc_normal(0.02) weights, zero biases, LayerNorms (1, 0)
+MLP_RATIO = 4
 
 
-class CrossAttentionPool(nn.Module):
-    """One learned query attends over all tokens (V-JEPA 2's CrossAttentionBlock): (B, N, dim) -> (B, dim)."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
-        super().__init__()
-        self.query = nn.Parameter(torch.zeros(1, 1, dim))
-        self.norm_x = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm_q = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(), nn.Linear(int(dim * mlp_ratio), dim))
-        nn.init.trunc_normal_(self.query, std=0.02)
-
-    def forward(self, x: Tensor) -> Tensor:
-        q = self.query.expand(x.shape[0], -1, -1)  # (B, 1, dim)
-        kv = self.norm_x(x)
-        q = q + self.attn(q, kv, kv, need_weights=False)[0]
-        q = q + self.mlp(self.norm_q(q))
-        return q[:, 0]  # (B, dim)
+def _lin(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """Per-head linear map: x (H, ..., I), w (H, I, O), b (H, O) -> (H, ..., O)."""
+    h, *mid, i = x.shape
+    y = torch.bmm(x.reshape(h, -1, i), w).view(h, *mid, w.shape[-1])
+    return y if b is None else y + b.view(h, *([1] * len(mid)), -1)
 
 
-class AttentiveProbe(nn.Module):
-    def __init__(self, in_dim: int, num_tokens: int, num_classes: int, dim: int = 64, depth: int = 1,
-                 heads: int = 4, lag: int = 0):
+def _norm(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
+    """Per-head LayerNorm over the last axis: x (H, ..., d), g and b (H, d)."""
+    shape = (x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1])
+    return F.layer_norm(x, x.shape[-1:]) * g.view(shape) + b.view(shape)
+
+
+class ProbeBank(nn.Module):
+    """H attentive probes over the same tokens, weights stacked on axis 0: (B, N, D_in) -> (H, B, max C).
+
+    `outputs[h]` is head h's number of outputs (classes; 1 for a regression head); columns past it are masked out
+    (-inf logits). `init_seeds[h]` seeds head h's initial weights, so a head starts the same whatever else is in the
+    bank (a bank of one head with the same seed trains to the same probe). Only weight matrices (`*_w`) take weight
+    decay (not biases, LayerNorms, position terms or the query), as in V-JEPA 2's evaluation."""
+
+    def __init__(self, in_dim: int, num_tokens: int, outputs: Sequence[int], init_seeds: Sequence[int],
+                 dim: int = 64, depth: int = 0, heads: int = 4, lag: int = 0, precision: str = "fp32"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"probe dim {dim} is not a multiple of heads {heads}")
-        self.in_dim, self.num_tokens, self.lag = in_dim, num_tokens, lag
-        feat = in_dim * (2 if lag else 1)
-        self.register_buffer("mean", torch.zeros(feat))  # input standardisation, set by `standardize`
+        if len(outputs) != len(init_seeds) or not outputs:
+            raise ValueError(f"{len(outputs)} heads' outputs but {len(init_seeds)} init seeds")
+        self.in_dim, self.num_tokens, self.lag, self.depth, self.heads, self.dim = in_dim, num_tokens, lag, depth, heads, dim
+        self.outputs = [int(c) for c in outputs]
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        self.precision = precision          # bf16: the products over tokens in bf16 (fp32 weights and the rest)
+        self.init_seeds = [int(s) for s in init_seeds]
+        H, C, feat, hid = len(outputs), max(outputs), in_dim * (2 if lag else 1), dim * MLP_RATIO
+        self.register_buffer("mean", torch.zeros(feat))   # standardisation, set by `standardize`
         self.register_buffer("std", torch.ones(feat))
-        self.proj = nn.Linear(feat, dim)
-        self.pos = nn.Parameter(torch.zeros(1, num_tokens, dim))
-        self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
-        self.pool = CrossAttentionPool(dim, heads)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
-        nn.init.trunc_normal_(self.pos, std=0.02)
+        self.register_buffer("valid", torch.arange(C)[None, :] < torch.tensor(self.outputs)[:, None])  # (H, C)
+        width = feat if depth == 0 else dim           # what the pooler reads
+        shapes: dict[str, tuple[int, ...]] = {}
+        if depth:
+            shapes |= {"proj_w": (feat, dim), "proj_b": (dim,), "pos": (num_tokens, dim)}
+            for i in range(depth):
+                shapes |= {f"blk{i}_n1_g": (dim,), f"blk{i}_n1_b": (dim,), f"blk{i}_qkv_w": (dim, 3 * dim),
+                           f"blk{i}_qkv_b": (3 * dim,), f"blk{i}_o_w": (dim, dim), f"blk{i}_o_b": (dim,),
+                           f"blk{i}_n2_g": (dim,), f"blk{i}_n2_b": (dim,), f"blk{i}_fc1_w": (dim, hid),
+                           f"blk{i}_fc1_b": (hid,), f"blk{i}_fc2_w": (hid, dim), f"blk{i}_fc2_b": (dim,)}
+            shapes |= {"pool_nx_g": (width,), "pool_nx_b": (width,)}
+        else:
+            shapes |= {"pos_score": (heads, num_tokens), "pos_value": (num_tokens, dim)}
+        shapes |= {"query": (dim,), "pool_q_w": (dim, dim), "pool_q_b": (dim,), "pool_k_w": (width, dim),
+                   "pool_v_w": (width, dim), "pool_v_b": (dim,), "pool_o_w": (dim, dim), "pool_o_b": (dim,),
+                   "pool_n2_g": (dim,), "pool_n2_b": (dim,), "pool_fc1_w": (dim, hid), "pool_fc1_b": (hid,),
+                   "pool_fc2_w": (hid, dim), "pool_fc2_b": (dim,), "norm_g": (dim,), "norm_b": (dim,),
+                   "head_w": (dim, C), "head_b": (C,)}
+        self.names = list(shapes)
+        for name, shape in shapes.items():
+            self.register_parameter(name, nn.Parameter(torch.empty(H, *shape)))
+        self.reset_parameters()
+
+    @staticmethod
+    def decays(name: str) -> bool:
+        """Weight decay applies to weight matrices only."""
+        return name.endswith("_w")
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Each head from its own generator, parameters in a fixed order: independent of the other heads."""
+        random = [n for n in self.names if not n.endswith(("_g", "_b"))]   # weights, query, position terms
+        sizes = [getattr(self, n)[0].numel() for n in random]
+        for h, seed in enumerate(self.init_seeds):
+            draw = torch.nn.init.trunc_normal_(torch.empty(sum(sizes)), std=INIT_STD, a=-2 * INIT_STD, b=2 * INIT_STD,
+                                               generator=torch.Generator().manual_seed(seed))
+            for name, part in zip(random, draw.split(sizes)):
+                getattr(self, name)[h].copy_(part.view_as(getattr(self, name)[h]))
+        for name in self.names:
+            if name.endswith("_g"):
+                getattr(self, name).fill_(1.0)
+            elif name.endswith("_b"):
+                getattr(self, name).zero_()
 
     def features(self, tokens: Tensor) -> Tensor:
         """(B, N, D_in) -> (B, N, D_in) or, with `lag`, each token and its change from `lag` tokens earlier (the
@@ -93,15 +140,117 @@ class AttentiveProbe(nn.Module):
     @torch.no_grad()
     def standardize(self, tokens: Tensor) -> None:
         """Per-feature mean and std over training tokens (B, N, D_in), as a linear probe's scaler would."""
-        flat = self.features(tokens).reshape(-1, self.mean.shape[0]).float()
-        self.mean.copy_(flat.mean(0))
-        self.std.copy_(flat.std(0).clamp_min(1e-4))
+        flat = self.features(tokens.float()).reshape(-1, self.mean.shape[0]).cpu().numpy()  # numpy: ~4x faster here
+        self.mean.copy_(torch.from_numpy(flat.mean(0)))
+        self.std.copy_(torch.from_numpy(flat.std(0, ddof=1)).clamp_min(1e-4))
+
+    def _block(self, x: Tensor, i: int) -> Tensor:
+        """Pre-norm self-attention block for every head: (H, B, N, dim) -> same."""
+        H, B, N, d = x.shape
+        p = lambda s: getattr(self, f"blk{i}_{s}")  # noqa: E731
+        qkv = _lin(_norm(x, p("n1_g"), p("n1_b")), p("qkv_w"), p("qkv_b"))            # (H, B, N, 3 dim)
+        q, k, v = qkv.view(H * B, N, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # (H B, A, N, dh) each
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(H, B, N, d)
+        x = x + _lin(a, p("o_w"), p("o_b"))
+        return x + _lin(F.gelu(_lin(_norm(x, p("n2_g"), p("n2_b")), p("fc1_w"), p("fc1_b"))), p("fc2_w"), p("fc2_b"))
+
+    def _query_scorer(self) -> tuple[Tensor, Tensor]:
+        """The pooler's query q (H, A, dh) after W_q, and u = W_k^T q / sqrt(dh) (H, A, width): a token x scores
+        x . u_a in attention head a (the key bias adds the same to every token: it cancels in the softmax)."""
+        H, A, dh = len(self.outputs), self.heads, self.dim // self.heads
+        q = (torch.bmm(self.query[:, None], self.pool_q_w)[:, 0] + self.pool_q_b).view(H, A, dh)
+        width = self.pool_k_w.shape[1]
+        return q, torch.einsum("hfad,had->haf", self.pool_k_w.view(H, width, A, dh), q) / math.sqrt(dh)
+
+    def _pool_tokens(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Depth 0: the pooler's values (H, B, A, dh) and attention weights (H, B, A, N) on the standardised features
+        of the raw tokens x (B, N, D_in), shared by all heads, without forming those features: the standardisation
+        is folded into u and W_v (the softmax weights sum to 1), and a token's change from `lag` tokens earlier into
+        shifted weights (sum_n p_n (x_n - x_n-lag) = sum_k (p_k - p_k+lag) x_k). With precision bf16 the three
+        products over tokens run in bf16 (fp32 accumulation), everything else in fp32."""
+        H, A, dh = len(self.outputs), self.heads, self.dim // self.heads
+        B, N, D = x.shape
+        K = 2 if self.lag else 1                                                    # tokens, and their changes
+        lo = torch.bfloat16 if self.precision == "bf16" else self.mean.dtype
+        _, u = self._query_scorer()
+        u = (u / self.std).view(H * A, K, D).transpose(0, 1).reshape(K * H * A, D)  # raw units, (K H A, D)
+        xa = x.to(lo)
+        s = (xa.reshape(B * N, D) @ u.T.to(lo)).view(B, N, K, H * A).to(self.mean.dtype)
+        logits = s[:, :, 0].clone()                                                 # (B, N, H A)
+        if self.lag:
+            logits[:, self.lag:] += s[:, self.lag:, 1] - s[:, :-self.lag, 1]
+        p = torch.softmax(logits.transpose(1, 2) + self.pos_score.reshape(1, H * A, N), dim=-1)  # (B, H A, N)
+        w = p
+        if self.lag:
+            c = p.clone()
+            c[..., :self.lag] = 0
+            c[..., :N - self.lag] -= p[..., self.lag:]
+            w = torch.cat([p, c], dim=1)                                            # (B, K H A, N)
+        r = torch.bmm(w.to(lo), xa).view(B, K, H, A, D)                             # pooled raw features
+        wv = self.pool_v_w.view(H, K, D, A, dh)
+        scale = self.std.view(1, K, D, 1, 1)
+        v = torch.einsum("bkhad,hkdae->hbae", r, (wv / scale).to(lo)).to(self.mean.dtype)        # (H, B, A, dh)
+        v = v - torch.einsum("kd,hkdae->hae", (self.mean / self.std).view(K, D), wv)[:, None]
+        return v, p.view(B, H, A, N).transpose(0, 1)
+
+    def _pool_blocks(self, x: Tensor) -> Tensor:
+        """Depth >= 1: the pooler's values (H, B, A, dh) on the blocks' output x (H, B, N, dim), LayerNorm first."""
+        H, B, N, width = x.shape
+        A = self.heads
+        _, u = self._query_scorer()
+        x = _norm(x, self.pool_nx_g, self.pool_nx_b)
+        p = torch.softmax(torch.einsum("hbnf,haf->hban", x, u), dim=-1)                    # (H, B, A, N)
+        pooled = torch.bmm(p.reshape(H * B, A, N), x.reshape(H * B, N, width)).view(H, B, A, width)
+        return torch.einsum("hbaf,hfad->hbad", pooled, self.pool_v_w.view(H, width, A, self.dim // A))
+
+    def _pool_out(self, v: Tensor) -> Tensor:
+        """The pooler's values (H, B, A, dh) -> output projection, residual MLP -> (H, B, dim)."""
+        H, B = v.shape[:2]
+        v = v.reshape(H, B, self.dim) + self.pool_v_b[:, None]                          # (H, B, dim)
+        q = self.query[:, None] + _lin(v, self.pool_o_w, self.pool_o_b)                  # (H, B, dim)
+        return q + _lin(F.gelu(_lin(_norm(q, self.pool_n2_g, self.pool_n2_b), self.pool_fc1_w, self.pool_fc1_b)),
+                        self.pool_fc2_w, self.pool_fc2_b)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        x = self.proj((self.features(tokens) - self.mean) / self.std) + self.pos  # (B, N, dim)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(self.pool(x)))  # (B, C)
+        """tokens (B, N, D_in) -> outputs (H, B, C); masked columns (past a head's outputs) are -inf."""
+        H = len(self.outputs)
+        b, n, d = tokens.shape
+        if n != self.num_tokens or d != self.in_dim:
+            raise ValueError(f"probe built for ({self.num_tokens}, {self.in_dim}) tokens, got ({n}, {d})")
+        if self.depth == 0:
+            v, p = self._pool_tokens(tokens)
+            v = v + torch.einsum("hban,hnad->hbad", p, self.pos_value.view(H, n, self.heads, -1))
+            q = self._pool_out(v)
+        else:
+            with torch.autocast(tokens.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+                x = (self.features(tokens) - self.mean) / self.std                     # (B, N, F)
+                feat = x.shape[-1]
+                x = (x.reshape(b * n, feat) @ self.proj_w.permute(1, 0, 2).reshape(feat, -1)).view(b, n, H, self.dim)
+                x = x.permute(2, 0, 1, 3) + self.proj_b[:, None, None] + self.pos[:, None]  # (H, B, N, dim)
+                for i in range(self.depth):
+                    x = self._block(x, i)
+                v = self._pool_blocks(x)
+            q = self._pool_out(v.to(self.mean.dtype))
+        out = _lin(_norm(q, self.norm_g, self.norm_b), self.head_w, self.head_b)         # (H, B, C)
+        return out.masked_fill(~self.valid[:, None], float("-inf"))
+
+    @torch.no_grad()
+    def select(self, heads: Sequence[int]) -> "ProbeBank":
+        """A bank of the given heads only (their current weights, the same standardisation)."""
+        idx = torch.as_tensor(list(heads), dtype=torch.long)
+        sub = ProbeBank(self.in_dim, self.num_tokens, [self.outputs[h] for h in heads],
+                        [self.init_seeds[h] for h in heads], self.dim, self.depth, self.heads, self.lag,
+                        self.precision)
+        sub = sub.to(self.mean.device)
+        sub.mean.copy_(self.mean)
+        sub.std.copy_(self.std)
+        C = sub.head_w.shape[-1]
+        for name in self.names:
+            src = getattr(self, name)[idx]
+            if name.startswith("head"):
+                src = src[..., :C]
+            getattr(sub, name).copy_(src)
+        return sub
 
 
 class PixelTokens(nn.Module):

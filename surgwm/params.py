@@ -198,23 +198,34 @@ BASELINE_NAMES = ("untrained_encoder", "raw_pixels")  # evaluated beside the met
 
 
 class EvaluateParams(Strict):
-    """Frozen evaluation (tasks/evaluate.py): attentive probes on the encoders' tokens, split by case."""
+    """Frozen evaluation (tasks/evaluate.py): banks of attentive probes on the encoders' tokens, split by case."""
 
     test_fraction: float | None = Field(None, gt=0, lt=1, description="share of cases for test; None: the cases "
                                         "the train stage held out (train.val_fraction, train.seed)")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="share of the other cases for probe validation")
-    seed: int = 0
+    seed: int = Field(0, description="the split, the clip samples and the untrained baseline's weights")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], description="probe seeds (initial weights, batch "
+                             "order): every probe is trained once per seed; reported as means with seed_sd")
     fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
                                    description="shares of the probe's training cases (data efficiency)")
     baselines: list[Literal["untrained_encoder", "raw_pixels"]] = Field(default_factory=lambda: list(BASELINE_NAMES))
-    probe_dim: int = Field(64, ge=8)
-    probe_depth: int = Field(1, ge=0, description="self-attention blocks before the cross-attention pooling")
+    probe_dim: int = Field(64, ge=8, description="width of the probe's query (and of its blocks)")
+    probe_depth: int = Field(0, ge=0, description="self-attention blocks before the cross-attention pooler (0: "
+                             "V-JEPA 2's pooler alone; 3 with probe_heads 16: its 4-block probe)")
     probe_heads: int = Field(4, ge=1)
     probe_deltas: bool = Field(True, description="the probe also sees each token's change over one time step")
     probe_epochs: int = Field(15, ge=1)
-    probe_lr: float = Field(3e-3, gt=0)
-    probe_weight_decay: float = Field(0.05, ge=0)
-    probe_batch_size: int = Field(64, ge=2)
+    probe_lrs: list[float] = Field(default_factory=lambda: [3e-3, 1e-2, 3e-2],
+                                   description="learning-rate grid: one probe head per lr x weight decay")
+    probe_weight_decays: list[float] = Field(default_factory=lambda: [0.05], description="weight-decay grid")
+    probe_batch_size: int = Field(128, ge=2)
+    probe_precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="the probes' products over tokens: "
+                                                             "auto = bf16 on CUDA or a CPU with AVX512-BF16, else fp32")
+    max_train_clips: int | None = Field(20000, ge=1, description="probe training clips kept (balanced per class, "
+                                        "every case keeps one); None: all")
+    max_val_clips: int | None = Field(5000, ge=1, description="probe-validation clips kept (evenly spaced); None: all")
+    max_test_clips_per_video: int | None = Field(2000, ge=1, description="test clips scored per video (evenly "
+                                                 "spaced; streamed, never stored); None: all")
     pixel_pool: Literal[1, 2, 4, 8, 16] = Field(4, description="raw_pixels: each 16x16 patch pooled to this side")
     rollouts: int = Field(2, ge=1, description="predictor roll-outs appended for step anticipation")
     top_k: int = Field(5, ge=1, description="anticipation recall@k")
@@ -233,6 +244,13 @@ class EvaluateParams(Strict):
             raise ValueError(f"evaluate.fractions must be shares in (0, 1], got {self.fractions}")
         if self.probe_dim % self.probe_heads:
             raise ValueError(f"evaluate.probe_dim ({self.probe_dim}) must be a multiple of evaluate.probe_heads")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"evaluate.seeds must be a non-empty list of distinct seeds, got {self.seeds}")
+        if not self.probe_lrs or any(lr <= 0 for lr in self.probe_lrs):
+            raise ValueError(f"evaluate.probe_lrs must be a non-empty list of learning rates > 0, got {self.probe_lrs}")
+        if not self.probe_weight_decays or any(wd < 0 for wd in self.probe_weight_decays):
+            raise ValueError("evaluate.probe_weight_decays must be a non-empty list of weight decays >= 0, got "
+                             f"{self.probe_weight_decays}")
         if any(v < 0 for v in self.gpu_prices.values()):
             raise ValueError("evaluate.gpu_prices: prices must be >= 0 (USD per GPU-hour)")
         return self

@@ -54,7 +54,7 @@ def eval_raw(**evaluate: Any) -> dict[str, Any]:
         "model": {"encoder_dim": 32, "encoder_depth": 1, "encoder_heads": 2, "predictor_dim": 24,
                   "predictor_depth": 1, "predictor_heads": 2, "context_frames": CONTEXT},
         "train": {"methods": {"scratch": {}, "frozen": {}}, "val_fraction": 0.25, "batch_size": 8},
-        "evaluate": {"probe_dim": 32, "probe_heads": 2, "probe_depth": 1, "probe_epochs": 20,
+        "evaluate": {"probe_dim": 32, "probe_heads": 2, "probe_depth": 0, "probe_epochs": 20,
                      "probe_batch_size": 32, "batch_size": 16, "fractions": [0.5, 1.0], "rollouts": 1,
                      "device": "cpu", **evaluate},
     }

@@ -88,3 +88,25 @@ def test_best_threshold_maximises_f1():
     best = max(skm.f1_score(y, (s >= t).astype(int)) for t in np.unique(s))
     assert skm.f1_score(y, (s >= thr).astype(int)) == pytest.approx(best)
     assert M.best_threshold([0, 0], [0.2, 0.4]) is None
+
+
+@pytest.mark.parametrize(("y", "s"), [
+    ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]),
+    ([0, 1, 0, 1, 1, 0], [0.5, 0.5, 0.2, 0.9, 0.5, 0.1]),   # ties across classes
+    ([1, 0, 0, 0, 0, 0, 0, 1], [0.3, 0.3, 0.3, 0.1, 0.9, 0.2, 0.3, 0.95]),
+])
+def test_average_precision_matches_sklearn(y, s):
+    assert M.average_precision(y, s) == pytest.approx(skm.average_precision_score(y, s))
+    assert M.average_precision([0, 0], [0.1, 0.2]) is None
+
+
+@pytest.mark.parametrize(("y", "p"), CASES)
+def test_class_f1_matches_sklearn(y, p):
+    for c in range(8):
+        want = skm.f1_score(y, p, labels=[c], average=None, zero_division=0)[0]
+        assert M.class_f1(y, p, c) == pytest.approx(want)
+
+
+def test_mae():
+    assert M.mae([1.0, 3.0], [2.0, 1.0]) == pytest.approx(skm.mean_absolute_error([1.0, 3.0], [2.0, 1.0]))
+    assert M.mae([], []) is None

@@ -1,42 +1,37 @@
 """Frozen evaluation behind the `evaluate` and `baseline` stages: probes for one trained run or baseline.
 
 <name> is a run of `train.methods` or a baseline (`untrained_encoder`, `raw_pixels`); every name gets the same
-split and the same probes.
+split, the same clips and the same probes. docs/evaluation.md describes the protocol; in short:
 
-Protocol (after V-JEPA 2's frozen evaluation): the encoder is frozen; each clip of the decode cache becomes its
-tokens once; a small attentive probe (models/probe.py; inputs standardised with training statistics, plus each
-token's change over one time step unless `evaluate.probe_deltas: false`) is trained per task on the tokens of
-labelled clips (AdamW, warmup + cosine, `evaluate.probe_epochs`; the epoch with the best validation score is kept).
 Split BY CASE, never by clip: the test cases are those the train stage held out (`train.val_fraction`,
 `train.seed`: no world model saw their video) unless `evaluate.test_fraction` is set; of the other cases
-`evaluate.val_fraction` validate the probe (its best epoch, the event threshold), the rest train it.
+`evaluate.val_fraction` validate the probes (each head's best epoch, each task's head, the event threshold), the
+rest train them. The encoder is frozen; a capped, class-balanced sample of the training clips and a capped sample of
+the validation clips become tokens once (surgwm/evaluation/sampling.py); the test videos are streamed and their
+tokens never stored. For each probe seed (`evaluate.seeds`) banks of probe heads (surgwm/evaluation/probe_bank.py)
+train every task over the grid `evaluate.probe_lrs` x `evaluate.probe_weight_decays`; each task's head is picked on
+validation and only it scores the test clips. Reported numbers are means over the probe seeds, `seed_sd` beside them.
 
-Tasks, each where the data has the labels (otherwise the metric says why it is missing):
-  step          per-video weighted F1 averaged over videos (SurgVU's metric), top-1 accuracy, confusion matrix
-  motion        top-1 accuracy over the motion classes
-  anticipation  mean class recall@k of the next step; the encoder-only probe vs. the probe that also sees the
-                predictor's tokens rolled `evaluate.rollouts` times beyond the clip (methods only)
-  event         accuracy, precision, recall, F1 at the threshold with the best validation F1, and AUROC
-  future        held-out temporal (L1) and contrastive (InfoNCE) losses of the predictor on the test clips, and
-                top-1 retrieval of the true future among `evaluate.batch_size` futures (methods only)
-  efficiency    step / motion / event probes trained on `evaluate.fractions` of the probe's training cases
-  convergence   first epoch whose `evaluate.convergence_metric` (train history) reaches `convergence_fraction`
-                of its final value (for a loss: is within final / fraction)
-  cost          train wall time, peak memory and device (from the train stage), USD at `evaluate.gpu_prices`
+Tasks (surgwm/evaluation/probes.py), each where the data has the labels (otherwise the section says why not):
+  step          per-video weighted F1 over clips, SurgVU's official metric over 1-fps frames
+                (surgwm/evaluation/official.py), accuracy, per-class F1
+  motion        accuracy over the motion classes
+  event         accuracy, precision, recall, F1 at the threshold with the best validation F1, AUROC, average
+                precision (the scores are in outputs.npz for a precision-recall chart)
+  anticipation  mean class recall@1 and @k of the next step: encoder tokens alone, and (methods) with the
+                predictor's roll-outs; seconds to the next step (MAE)
+  future        the predictor's held-out losses and top-1 retrieval (each run in its own encoder's space: no winner)
+  efficiency    step / motion / event probes on `evaluate.fractions` of the probe's training cases
+  convergence, cost   from the train stage's records (methods)
+`validation` holds the same task metrics on the probe-validation cases: what `register` ranks and gates on.
 
-Baselines: `untrained_encoder` = the pretrained encoder's architecture (data/weights/config.json; model.* when
-there are no weights), randomly initialised with `evaluate.seed`; `raw_pixels` = no encoder: each token is its
-tubelet's pixels pooled to `evaluate.pixel_pool`^2 (a fixed linear map), then the same probe.
-
-Outputs: metrics/evaluate_<name>.json (DVC metrics), metrics/evaluate_<name>_efficiency.json (DVC plots: one
-record per fraction), data/evaluate/<name>/ (confusion matrices as PNG, test predictions as CSV, the split).
-A run whose training did not finish gets {"status": "failed", "error": ...} and exit status 1.
+Outputs: metrics/evaluate_<name>.json (DVC metrics), metrics/evaluate_<name>_efficiency.json (DVC plots),
+data/evaluate/<name>/ (outputs.npz: per-clip labels and per-seed scores, see docs/evaluation.md; confusion matrices;
+the split). A run whose training did not finish gets {"status": "failed", "error": ...} and exit status 1.
 """
-
 
 from __future__ import annotations
 
-import csv
 import logging
 import shutil
 import time
@@ -50,22 +45,30 @@ import torch
 from surgwm.data.clips import ClipCache
 from surgwm.data.manifest import Manifest, read_manifest
 from surgwm.device import device_name, resolve_device
-from surgwm.evaluation import metrics as M
+from surgwm.evaluation.derived import convergence, cost, held_out_check
+from surgwm.evaluation.errors import EvaluateError
+from surgwm.evaluation.future import future
+from surgwm.evaluation.official import official_frames
+from surgwm.evaluation.outputs import write_outputs
+from surgwm.evaluation.probe_bank import Features, resolve_precision
+from surgwm.evaluation.probes import build_tasks, plan_banks, train_banks, unusable
+from surgwm.evaluation.sampling import feature_bytes, sample_test, sample_train, sample_val
+from surgwm.evaluation.scoring import Scored, assemble, score_rows, stream_test
+from surgwm.evaluation.sources import Source, extract, load_source, token_shapes, world_model_source
+from surgwm.evaluation.split import EvalSplit, split_cases
+from surgwm.evaluation.table import ClipTable, clip_table, eval_key
 from surgwm.failures import clear_failure, record_failure
 from surgwm.io import read_json, write_json
 from surgwm.params import BASELINE_NAMES, Params
 from surgwm.paths import CACHE, DECODED, EVALUATE, METRICS, TRAIN, WEIGHTS
-from surgwm.evaluation.derived import convergence, cost, held_out_check
-from surgwm.evaluation.errors import EvaluateError
-from surgwm.evaluation.future import future
-from surgwm.evaluation.probes import anticipate, classify, detect_event
-from surgwm.evaluation.sources import Source, extract, load_source
-from surgwm.evaluation.split import EvalSplit, split_cases
-from surgwm.evaluation.table import ClipTable, clip_table, eval_key
-from surgwm.evaluation.charts import plot_confusion
 
 log = logging.getLogger("surgwm.evaluation")
-CLASSIFY = ("step", "motion")
+__all__ = ["evaluate", "prepare", "resolve_device", "score", "world_model_source"]   # register re-scores champions
+FUTURE_NO_WINNER = ("each run's predictions are scored against its own encoder's targets, so its losses and retrieval "
+                    "live in its own space: a run whose encoder makes futures easy to tell apart scores well without "
+                    "predicting better; the retrieval candidates are the same clips for every run, but the spaces "
+                    "are not, so these rows name no winner (anticipation with roll-outs compares world models in "
+                    "label space instead)")
 
 
 @dataclass
@@ -75,63 +78,87 @@ class Prepared:
     split: EvalSplit
     key: str
     cache: ClipCache
+    train: np.ndarray               # the probe's training clips (table rows), capped and balanced
+    val: np.ndarray                 # probe-validation clips, capped
+    test: list[np.ndarray]          # test clips per video, capped; streamed
 
 
 def prepare(params: Params, cache_dir: Path = CACHE, manifest_path: Path = DECODED) -> Prepared:
     if not Path(manifest_path).is_file():
         raise EvaluateError(f"{manifest_path} not found: run the decode stage first (`dvc repro decode`)")
+    ev = params.evaluate
     manifest = read_manifest(manifest_path)
     table = clip_table(manifest, params)
     split = split_cases(table.clips, params)
     return Prepared(manifest, table, split, eval_key(table, split, manifest, params),
-                    ClipCache(cache_dir, params.data.clip_frames))
+                    ClipCache(cache_dir, params.data.clip_frames),
+                    sample_train(table, table.rows(split.train), ev.max_train_clips, ev.seed),
+                    sample_val(table, table.rows(split.val), ev.max_val_clips),
+                    sample_test(table, table.rows(split.test), ev.max_test_clips_per_video))
+
+
+def storage_estimate(src: Source, prep: Prepared, params: Params, device: torch.device) -> dict[str, Any]:
+    """What evaluate writes to disk before it writes it: the training and validation clips' tokens (and roll-outs).
+    The storage budget check (storage.budget_gb, branch `store`) takes `bytes`."""
+    ev = params.evaluate
+    shapes = token_shapes(src, prep.cache, prep.table.clips[int(prep.train[0])], ev.rollouts, device)
+    clips = len(prep.train) + len(prep.val)
+    return {"bytes": feature_bytes(clips, shapes, ev.feature_dtype), "clips": clips, "shapes": shapes,
+            "dtype": ev.feature_dtype,
+            "knobs": "evaluate.max_train_clips, evaluate.max_val_clips, evaluate.feature_dtype"}
 
 
 def score(src: Source, prep: Prepared, params: Params, device: torch.device, workdir: Path,
-          progress: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Every task for one feature source: (metrics, test predictions per task). Used by register too."""
+          progress: bool = False) -> tuple[dict[str, Any], Scored]:
+    """Every task for one feature source: (metrics with the `validation` block, the scored rows). Used by register
+    too."""
     ev, table, split = params.evaluate, prep.table, prep.split
-    tokens, rolled = extract(src, prep.cache, table.clips, ev.batch_size, device, workdir, ev.feature_dtype,
+    t0, c0 = time.perf_counter(), time.process_time()
+    need = storage_estimate(src, prep, params, device)
+    log.info("%s: tokens of %d training + validation clips, %.1f MB on disk (%s)", src.name, need["clips"],
+             need["bytes"] / 1e6, need["knobs"])
+    rows = np.union1d(prep.train, prep.val)
+    tokens, rolled = extract(src, prep.cache, table.clips, rows, ev.batch_size, device, workdir, ev.feature_dtype,
                              ev.rollouts, progress)
-    cases = (split.train, split.val, split.test)
-    out: dict[str, Any] = {}
-    preds: dict[str, dict[str, np.ndarray]] = {}
-    for task in CLASSIFY:
-        out[task], preds[task] = ({"unavailable": table.missing[task]}, {}) if task in table.missing else \
-            classify(task, table, [tokens], cases, params, device)
-    out["event"], preds["event"] = ({"unavailable": table.missing["event"]}, {}) if "event" in table.missing else \
-        detect_event(table, [tokens], cases, params, device)
-    out["anticipation"] = ({"unavailable": table.missing["anticipation"]} if "anticipation" in table.missing
-                           else anticipate(table, tokens, rolled, cases, params, device))
-    out["future"] = (future(src, prep.cache, table.clips, table.rows(split.test), ev.batch_size, ev.seed, device)
+    feats = Features(rows, [tokens])
+    feats_wm = Features(rows, [tokens, rolled]) if rolled is not None else None
+    test_rows = np.concatenate(prep.test) if prep.test else np.zeros(0, int)
+    tasks = build_tasks(table)
+    why = {name: unusable(t, prep.train, test_rows) for name, t in tasks.items()}
+    usable = {name: t for name, t in tasks.items() if why[name] is None}
+    plans = plan_banks(usable, prep.train, split, table, params, rolled is not None)
+    t1, c1 = time.perf_counter(), time.process_time()
+    fits = {seed: train_banks(plans, feats, feats_wm, prep.val, seed, params, device) for seed in ev.seeds}
+    t2, c2 = time.perf_counter(), time.process_time()
+    val = score_rows(fits, feats, feats_wm, prep.val, device)
+    test = stream_test(src, prep.cache, table.clips, prep.test, fits, ev.batch_size, ev.rollouts, device)
+    t3, c3 = time.perf_counter(), time.process_time()
+    videos = {v.video_id: v for v in prep.manifest.usable()}
+    frames = {s: official_frames([videos[v] for v in np.unique(table.video[r])], table.step_classes, params.data.fps)
+              for s, r in (("val", prep.val), ("test", test_rows))}
+    scored = Scored(table, prep.train, prep.val, test_rows, val, test, frames, fits, plans,
+                    {v: len(e.events) for v, e in videos.items()})
+    out = assemble(scored, tasks, why, params)
+    out["future"] = (future(src, prep.cache, table.clips, test_rows, ev.batch_size, ev.seed, device)
                      if src.predictor is not None else {"unavailable": "no predictor (baseline)"})
-    curve = []
-    for frac in sorted(set(ev.fractions)):
-        sub = split.subset(frac)
-        if sub == tuple(sorted(split.train)):
-            res = {t: out[t] for t in (*CLASSIFY, "event")}
-        else:
-            res = {}
-            for task in CLASSIFY:
-                res[task] = out[task] if task in table.missing else \
-                    classify(task, table, [tokens], (sub, split.val, split.test), params, device)[0]
-            res["event"] = out["event"] if "event" in table.missing else \
-                detect_event(table, [tokens], (sub, split.val, split.test), params, device)[0]
-        curve.append({"fraction": frac, "train_cases": len(sub),
-                      "step_f1_video": res["step"].get("f1_video"), "step_acc": res["step"].get("acc"),
-                      "motion_acc": res["motion"].get("acc"), "event_f1": res["event"].get("f1"),
-                      "event_auroc": res["event"].get("auroc")})
-    out["efficiency"] = {f"{round(r['fraction'] * 100)}pct": r for r in curve}
-    del tokens, rolled
+    if src.predictor is not None and "unavailable" not in out["future"]:
+        out["future"] |= {"comparable_across_runs": False, "no_winner_reason": FUTURE_NO_WINNER}
+    n_heads = sum(len(f.heads) for per_seed in fits.values() for f in per_seed.values())
+    out["probe_fits"] = {"heads": n_heads, "banks": sum(len(v) for v in fits.values()), "seeds": list(ev.seeds),
+                         "grid": {"lr": list(ev.probe_lrs), "weight_decay": list(ev.probe_weight_decays)},
+                         "precision": resolve_precision(ev.probe_precision, device), "feature_bytes": need["bytes"],
+                         "wall_s": {"extract": round(t1 - t0, 2), "train": round(t2 - t1, 2), "score": round(t3 - t2, 2)},
+                         "cpu_s": {"extract": round(c1 - c0, 2), "train": round(c2 - c1, 2), "score": round(c3 - c2, 2)}}
+    del tokens, rolled, feats, feats_wm
     shutil.rmtree(workdir, ignore_errors=True)
-    return out, preds
+    return out, scored
 
 
 def evaluate(name: str, params: Params, *, cache_dir: Path = CACHE, manifest_path: Path = DECODED,
              train_root: Path = TRAIN, weights_dir: Path = WEIGHTS, metrics_dir: Path = METRICS,
              out_root: Path = EVALUATE, progress: bool = True) -> dict[str, Any]:
-    """Evaluate `name`, write its metrics, plots and predictions; raises EvaluateError (after writing a
-    failed record) when the run has no trained model."""
+    """Evaluate `name`, write its metrics, plots and outputs; raises EvaluateError (after writing a failed record)
+    when the run has no trained model."""
     ev = params.evaluate
     clash = sorted(set(params.train.methods) & set(BASELINE_NAMES))
     if clash:
@@ -156,10 +183,10 @@ def evaluate(name: str, params: Params, *, cache_dir: Path = CACHE, manifest_pat
     log.info("%s: test cases %s (%s); probe val %s; probe train %d cases", name, ", ".join(split.test),
              split.source, ", ".join(split.val), len(split.train))
     torch.manual_seed(ev.seed)
-    result, preds = score(src, prep, params, device, out_dir / ".features.tmp", progress)
+    result, scored = score(src, prep, params, device, out_dir / ".features.tmp", progress)
     curve = list(result["efficiency"].values())
     result["split"] = {"test_cases": list(split.test), "val_cases": list(split.val), "train_cases": sorted(split.train),
-                       "test_from": split.source, "test_clips": int(len(prep.table.rows(split.test))),
+                       "test_from": split.source, "test_clips": int(len(scored.test_rows)),
                        "test_cases_seen_by_world_model": held_out_check(name, params, prep.table.clips, split)}
     if kind == "method":
         tm = read_json(metrics_dir / f"train_{name}.json")
@@ -168,8 +195,7 @@ def evaluate(name: str, params: Params, *, cache_dir: Path = CACHE, manifest_pat
         result["cost"] = cost(tm, read_json(Path(train_root) / name / "config.json"))
     result = {**head, "status": "ok", **result, **src.info, "eval_device": device_name(device),
               "eval_time_s": round(time.perf_counter() - t0, 2)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_outputs(name, result, preds, curve, prep, out_dir)
+    write_outputs(name, result, scored, prep.split, out_dir)
     write_json(metrics_dir / f"evaluate_{name}_efficiency.json", curve)
     write_json(metrics_dir / f"evaluate_{name}.json", result)
     clear_failure(stage_of(kind), name, metrics_dir)
@@ -188,27 +214,10 @@ def summary(r: dict[str, Any]) -> str:
         return f"{task}.{key} {v:.3f}" if isinstance(v, (int, float)) else f"{task}.{key} n/a"
 
     k = (r.get("anticipation") or {}).get("k", 5)
-    return ", ".join([g("step", "f1_video"), g("step", "acc"), g("motion", "acc"), g("event", "f1"),
-                      g("event", "auroc"), g("anticipation", f"recall_at_{k}_encoder"),
-                      g("anticipation", f"recall_at_{k}_world_model"), g("future", "retrieval_top1")])
+    fits = r.get("probe_fits", {})
+    return ", ".join([g("step", "f1_video"), g("step", "f1_video_official"), g("step", "acc"), g("motion", "acc"),
+                      g("event", "f1"), g("event", "auroc"), g("anticipation", "recall_at_1_encoder"),
+                      g("anticipation", f"recall_at_{k}_encoder"), g("anticipation", "recall_at_1_world_model"),
+                      g("anticipation", "time_to_next_mae_s"), g("future", "retrieval_top1"),
+                      f"{fits.get('heads', '?')} probe heads in {r.get('eval_time_s', '?')} s"])
 
-
-def write_outputs(name: str, result: dict[str, Any], preds: dict[str, dict[str, np.ndarray]],
-                  curve: list[dict[str, Any]], prep: Prepared, out_dir: Path) -> None:
-    """Confusion matrices (PNG), test predictions (CSV), the split (JSON)."""
-    table = prep.table
-    for task, classes in (("step", table.step_classes), ("motion", table.motion_classes)):
-        p = preds.get(task) or {}
-        if "true" in p:
-            plot_confusion(M.confusion_matrix(p["true"], p["pred"], len(classes)), classes,
-                           f"{name}: {task} (test cases {', '.join(prep.split.test)})",
-                           out_dir / f"{task}_confusion.png")
-    with open(out_dir / "predictions.csv", "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["task", "video", "start", "true", "pred", "score"])
-        for task, p in preds.items():
-            for j, row in enumerate(p.get("rows", [])):
-                c = table.clips[int(row)]
-                w.writerow([task, c.video_id, c.start, int(p["true"][j]), int(p["pred"][j]),
-                            f"{p['score'][j]:.5f}" if "score" in p else ""])
-    write_json(out_dir / "split.json", result["split"])

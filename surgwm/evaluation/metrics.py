@@ -96,3 +96,29 @@ def best_threshold(y_true: Sequence[int], scores: Sequence[float]) -> float | No
         if f1 > best_f1:
             best, best_f1 = float(thr), f1
     return best
+
+
+def mae(y_true: Sequence[float], y_pred: Sequence[float]) -> float | None:
+    """Mean absolute error (e.g. seconds to the next step); None on zero samples."""
+    t, p = np.asarray(y_true, dtype=np.float64), np.asarray(y_pred, dtype=np.float64)
+    return float(np.abs(t - p).mean()) if len(t) else None
+
+
+def class_f1(y_true: Sequence[int], y_pred: Sequence[int], c: int) -> float:
+    """F1 of class c (sklearn's f1_score(labels=[c], average=None)[0] with zero_division=0)."""
+    return _prf(np.asarray(y_true), np.asarray(y_pred), c)[2]
+
+
+def average_precision(y_true: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Area under the precision-recall curve as scikit-learn's average_precision_score: sum over thresholds
+    (each distinct score, high to low) of (recall gained) x precision; None without positives."""
+    t, s = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
+    n_pos = int((t == 1).sum())
+    if not n_pos:
+        return None
+    order = np.argsort(-s, kind="mergesort")
+    t, s = t[order] == 1, s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]      # the last index of each distinct score
+    tp = np.cumsum(t)[last]
+    precision, recall = tp / (last + 1), tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))

@@ -1,163 +1,150 @@
-"""Attentive probes on frozen tokens, one per task: step, motion, event, anticipation."""
+"""The probe tasks, which banks train them, and the metrics of one probe seed on one split.
+
+Tasks (each where the data has its labels; class tasks are classification, time_to_next is regression):
+  step            the clip's surgical step
+  motion          the primary instrument's motion class
+  event           the rare event shows in the clip (class-weighted loss; picked on validation AUROC)
+  anticipation    the next step (the first later step that differs from the clip's own), encoder tokens only
+  anticipation_wm the same from the tokens plus the predictor's tokens rolled `evaluate.rollouts` times beyond the
+                  clip (methods only: a baseline has no world model)
+  time_to_next    seconds from the clip's centre to the start of that next step (L1 on log(1 + s); MAE in s)
+Banks, per probe seed: `main` (every task that reads the clip's tokens), `wm` (anticipation_wm: tokens + roll-outs)
+and one per data-efficiency fraction below 1 (step, motion, event on that share of the training cases).
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from models.encoder import PATCH
-from models.probe import AttentiveProbe
 from surgwm.evaluation import metrics as M
-from surgwm.params import Params
+from surgwm.evaluation.probe_bank import BankFit, Features, Task, fit_bank, resolve_precision
+from surgwm.evaluation.split import EvalSplit
 from surgwm.evaluation.table import ClipTable
+from surgwm.params import Params
+
+MAIN_TASKS = ("step", "motion", "event", "anticipation", "time_to_next")
+EFFICIENCY_TASKS = ("step", "motion", "event")
+WM_TASK = "anticipation_wm"
 
 
-def gather(arrays: Sequence[np.ndarray], idx: np.ndarray, device: torch.device) -> Tensor:
-    """Rows `idx` of each token array, concatenated along the token axis: (B, sum N, D) float32."""
-    return torch.from_numpy(np.concatenate([np.asarray(a[idx], dtype=np.float32) for a in arrays], axis=1)).to(device)
+def build_tasks(table: ClipTable) -> dict[str, Task]:
+    """Every task the data can score (table.missing says why the others cannot)."""
+    n_steps, n_motion = len(table.step_classes), len(table.motion_classes)
+    tasks = {"step": Task("step", table.step, n_steps), "motion": Task("motion", table.motion, n_motion),
+             "event": Task("event", table.event, 2, balanced=True),
+             "anticipation": Task("anticipation", table.next_step, n_steps, balanced=True),
+             WM_TASK: Task(WM_TASK, table.next_step, n_steps, balanced=True),
+             "time_to_next": Task("time_to_next", table.time_to_next, 1, regression=True)}
+    gone = {WM_TASK: "anticipation"}
+    return {k: t for k, t in tasks.items() if gone.get(k, k) not in table.missing}
 
 
-@torch.no_grad()
-def predict(probe: AttentiveProbe, arrays: Sequence[np.ndarray], idx: np.ndarray, device: torch.device,
-            batch: int = 256) -> np.ndarray:
-    probe.eval()
-    out = [F.softmax(probe(gather(arrays, idx[i:i + batch], device)), dim=-1).cpu().numpy()
-           for i in range(0, len(idx), batch)]
-    return np.concatenate(out) if out else np.zeros((0, probe.head.out_features))
-
-
-def fit_probe(arrays: Sequence[np.ndarray], y: np.ndarray, train: np.ndarray, val: np.ndarray, n_classes: int,
-              params: Params, device: torch.device, select: Callable[[np.ndarray, np.ndarray], float | None],
-              balanced: bool = False, seed: int = 0) -> tuple[AttentiveProbe, dict[str, Any]]:
-    """AdamW with warmup + cosine; keeps the epoch with the best `select(y_val, scores)` (the last without val)."""
-    ev = params.evaluate
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    n_tokens, dim = sum(a.shape[1] for a in arrays), arrays[0].shape[2]
-    lag = (params.data.size // PATCH) ** 2 if ev.probe_deltas else 0  # tokens per token-time-step
-    probe = AttentiveProbe(dim, n_tokens, n_classes, ev.probe_dim, ev.probe_depth, ev.probe_heads, lag).to(device)
-    probe.standardize(gather(arrays, np.sort(rng.permutation(train)[:2048]), device))
-    opt = torch.optim.AdamW(probe.parameters(), lr=ev.probe_lr, weight_decay=ev.probe_weight_decay)
-    per_epoch = max(1, math.ceil(len(train) / ev.probe_batch_size))
-    total, warm = ev.probe_epochs * per_epoch, max(1, ev.probe_epochs * per_epoch // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    weight = None
-    if balanced:
-        counts = np.bincount(y[train], minlength=n_classes).astype(np.float64)
-        w = np.where(counts > 0, len(train) / (n_classes * np.maximum(counts, 1)), 0.0)
-        weight = torch.tensor(np.minimum(w, 20.0), dtype=torch.float32, device=device)
-    y_t = torch.from_numpy(y).long()
-    best: tuple[float, int, dict[str, Tensor] | None] = (-math.inf, ev.probe_epochs, None)
-    for epoch in range(1, ev.probe_epochs + 1):
-        probe.train()
-        perm = rng.permutation(train)
-        for i in range(0, len(perm), ev.probe_batch_size):
-            b = perm[i:i + ev.probe_batch_size]
-            loss = F.cross_entropy(probe(gather(arrays, b, device)), y_t[b].to(device), weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if len(val):
-            score = select(y[val], predict(probe, arrays, val, device))
-            if score is not None and score > best[0]:
-                best = (score, epoch, {k: v.detach().clone() for k, v in probe.state_dict().items()})
-    if best[2] is not None:
-        probe.load_state_dict(best[2])
-    return probe, {"best_epoch": best[1], "val_score": None if best[2] is None else best[0]}
-
-
-def _acc(y: np.ndarray, s: np.ndarray) -> float | None:
-    return M.accuracy(y, s.argmax(1))
-
-
-def _auroc(y: np.ndarray, s: np.ndarray) -> float | None:
-    return M.auroc(y, s[:, 1])
-
-
-def _usable(y: np.ndarray, train: np.ndarray, test: np.ndarray, what: str) -> str | None:
-    if not len(test):
+def unusable(task: Task, train: np.ndarray, test: np.ndarray) -> str | None:
+    """Why a task cannot be probed on these rows (None: it can)."""
+    what = {"anticipation": "next-step", WM_TASK: "next-step", "time_to_next": "next-step"}.get(task.name, task.name)
+    if not len(task.rows(test)):
         return f"no labelled {what} clips in the test cases"
-    if len(np.unique(y[train])) < 2:
+    if task.regression:
+        return None if len(task.rows(train)) >= 2 else f"fewer than 2 labelled {what} clips in the probe's training cases"
+    if len(np.unique(task.y[task.rows(train)])) < 2:
         return f"the probe's training cases hold fewer than 2 {what} classes"
+    if task.name == "event" and not (task.y[task.rows(test)] == 1).any():
+        return "no event clips in the test cases (recall, F1 and AUROC are undefined)"
     return None
 
 
-def classify(task: str, table: ClipTable, arrays: Sequence[np.ndarray], cases: tuple[Sequence[str], ...],
-             params: Params, device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Step or motion: (metrics, test predictions)."""
-    y = getattr(table, task)
-    n = len(table.step_classes if task == "step" else table.motion_classes)
-    tr, va, te = (table.rows(c, y) for c in cases)
-    why = _usable(y, tr, te, task)
-    if why:
-        return {"unavailable": why}, {}
-    probe, fit = fit_probe(arrays, y, tr, va, n, params, device, _acc, seed=params.evaluate.seed)
-    scores = predict(probe, arrays, te, device)
-    pred = scores.argmax(1)
-    majority = int(np.bincount(y[tr], minlength=n).argmax())
-    out: dict[str, Any] = {"acc": M.accuracy(y[te], pred),
-                           "majority_acc": M.accuracy(y[te], np.full(len(te), majority)), "chance": 1 / n, "test_clips": int(len(te)), "train_clips": int(len(tr)),
-                           "classes_in_test": int(len(np.unique(y[te]))), **fit}
-    if task == "step":
-        out = {"f1_video": M.per_video_f1(y[te], pred, table.video[te]),
-               "videos_in_test": int(len(np.unique(table.video[te]))), **out}
-    return out, {"rows": te, "true": y[te], "pred": pred}
+@dataclass
+class BankPlan:
+    """One bank to train per probe seed: its name, tasks, the features it reads and its training rows."""
+
+    name: str
+    tasks: list[Task]
+    wm: bool                    # reads tokens + roll-outs
+    train: np.ndarray
 
 
-def detect_event(table: ClipTable, arrays: Sequence[np.ndarray], cases: tuple[Sequence[str], ...], params: Params,
-                 device: torch.device) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    y = table.event
-    tr, va, te = (table.rows(c, y) for c in cases)
-    why = _usable(y, tr, te, "event")
-    if why:
-        return {"unavailable": why}, {}
-    if not (y[te] == 1).any():
-        return {"unavailable": "no event clips in the test cases (recall, F1 and AUROC are undefined)"}, {}
-    probe, fit = fit_probe(arrays, y, tr, va, 2, params, device, _auroc, balanced=True, seed=params.evaluate.seed)
-    p_val = predict(probe, arrays, va, device)[:, 1] if len(va) else np.zeros(0)
-    thr = M.best_threshold(y[va], p_val) if len(va) else None
-    thr_from = "best F1 on the validation cases"
-    if thr is None:
-        thr, thr_from = 0.5, "0.5 (no event clip in the validation cases)"
-    p = predict(probe, arrays, te, device)[:, 1]
-    pred = (p >= thr).astype(int)
-    out = {**M.binary_counts(y[te], pred), "auroc": M.auroc(y[te], p), "threshold": float(thr),
-           "threshold_from": thr_from, "positives_test": int(y[te].sum()), "test_clips": int(len(te)),
-           "positive_rate_test": float(y[te].mean()), **fit}
-    return out, {"rows": te, "true": y[te], "pred": pred, "score": p}
-
-
-def anticipate(table: ClipTable, tokens: np.ndarray, rolled: np.ndarray | None, cases: tuple[Sequence[str], ...],
-               params: Params, device: torch.device) -> dict[str, Any]:
-    """Next-step recall@k: encoder-only probe, and (methods) the probe on [tokens, rolled-out future tokens]."""
-    k, y, n = params.evaluate.top_k, table.next_step, len(table.step_classes)
-    tr, va, te = (table.rows(c, y) for c in cases)
-    why = _usable(y, tr, te, "next-step")
-    if why:
-        return {"unavailable": why}
-
-    def select(yv: np.ndarray, s: np.ndarray) -> float | None:
-        return M.mean_class_recall_at_k(yv, s, k)
-
-    out: dict[str, Any] = {"k": k, "chance": min(1.0, k / n), "test_clips": int(len(te)),
-                           "classes_in_test": int(len(np.unique(y[te])))}
-    for label, arrays in (("encoder", [tokens]), ("world_model", [tokens, rolled] if rolled is not None else None)):
-        if arrays is None:
-            out[f"recall_at_{k}_{label}"] = None
+def plan_banks(tasks: dict[str, Task], train: np.ndarray, split: EvalSplit, table: ClipTable, params: Params,
+               has_rollouts: bool) -> list[BankPlan]:
+    plans = [BankPlan("main", [tasks[t] for t in MAIN_TASKS if t in tasks], False, train)]
+    if has_rollouts and WM_TASK in tasks:
+        plans.append(BankPlan("wm", [tasks[WM_TASK]], True, train))
+    for frac in sorted(set(params.evaluate.fractions)):
+        sub = split.subset(frac)
+        if sub == tuple(sorted(split.train)):
             continue
-        probe, fit = fit_probe(arrays, y, tr, va, n, params, device, select, balanced=True, seed=params.evaluate.seed)
-        s = predict(probe, arrays, te, device)
-        out[f"recall_at_{k}_{label}"] = M.mean_class_recall_at_k(y[te], s, k)
-        out[f"acc_{label}"] = M.accuracy(y[te], s.argmax(1))
-        out[f"best_epoch_{label}"] = fit["best_epoch"]
-    if rolled is None:
-        out["world_model_note"] = "no predictor (baseline): encoder-only"
+        rows = train[np.isin(table.case[train], sub)]
+        eff = [tasks[t] for t in EFFICIENCY_TASKS if t in tasks]
+        if eff and len(rows):
+            plans.append(BankPlan(frac_name(frac), eff, False, rows))
+    return [p for p in plans if p.tasks]
+
+
+def frac_name(frac: float) -> str:
+    return f"{round(frac * 100)}pct"
+
+
+def train_banks(plans: Sequence[BankPlan], feats: Features, feats_wm: Features | None, val: np.ndarray,
+                seed: int, params: Params, device: torch.device) -> dict[str, BankFit]:
+    """Every bank of one probe seed."""
+    ev = params.evaluate
+    lag = (params.data.size // 16) ** 2 if ev.probe_deltas else 0     # tokens per token-time-step
+    precision = resolve_precision(ev.probe_precision, device)
+    out = {}
+    for plan in plans:
+        f = feats_wm if plan.wm else feats
+        assert f is not None
+        out[plan.name] = fit_bank(f, plan.tasks, plan.train, val, ev.probe_lrs, ev.probe_weight_decays, seed,
+                                  dim=ev.probe_dim, depth=ev.probe_depth, heads=ev.probe_heads, lag=lag,
+                                  epochs=ev.probe_epochs, batch_size=ev.probe_batch_size, device=device,
+                                  precision=precision)
     return out
+
+
+# ------------------------------------------------------------------------------------------ metrics, one seed
+
+def step_metrics(y: np.ndarray, s: np.ndarray, videos: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    pred = s.argmax(1)
+    present = set(np.unique(y).tolist())
+    return {"f1_video": M.per_video_f1(y, pred, videos), "acc": M.accuracy(y, pred),
+            "per_class_f1": {c: (M.class_f1(y, pred, i) if i in present else None) for i, c in enumerate(classes)}}
+
+
+def event_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    return {**M.binary_counts(y, (p >= threshold).astype(int)), "auroc": M.auroc(y, p),
+            "ap": M.average_precision(y, p), "threshold": float(threshold)}
+
+
+def anticipation_metrics(y: np.ndarray, s: np.ndarray, k: int, label: str) -> dict[str, Any]:
+    return {f"recall_at_1_{label}": M.mean_class_recall_at_k(y, s, 1),
+            f"recall_at_{k}_{label}": M.mean_class_recall_at_k(y, s, k), f"acc_{label}": M.accuracy(y, s.argmax(1))}
+
+
+def event_threshold(y_val: np.ndarray, p_val: np.ndarray) -> tuple[float, str]:
+    thr = M.best_threshold(y_val, p_val) if len(y_val) else None
+    if thr is None:
+        return 0.5, "0.5 (no event clip in the validation cases)"
+    return thr, "best F1 on the validation cases"
+
+
+def _mean_sd(values: Sequence[Any]) -> tuple[Any, Any]:
+    first = values[0]
+    if isinstance(first, dict):
+        pairs = {k: _mean_sd([v.get(k) for v in values]) for k in first}
+        sds = {k: sd for k, (_, sd) in pairs.items() if sd is not None}
+        return {k: m for k, (m, _) in pairs.items()}, sds or None
+    nums = [x for x in values if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if nums and len(nums) == len(values):
+        return float(np.mean(nums)), (float(np.std(nums, ddof=1)) if len(nums) > 1 else None)
+    return first, None
+
+
+def seed_stats(values: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means over probe seeds of every number (nested dicts too) and, when seeds > 1, `seed_sd` beside them with
+    the same keys (their sample standard deviation); other values from the first seed."""
+    mean, sd = _mean_sd(list(values))
+    return {**mean, **({"seed_sd": sd} if sd else {})}

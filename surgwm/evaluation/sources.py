@@ -98,23 +98,43 @@ def rollout(src: Source, frames: Tensor, steps: int) -> Tensor:
 
 
 @torch.no_grad()
-def extract(src: Source, cache: ClipCache, clips: Sequence[Clip], batch_size: int, device: torch.device,
-            workdir: Path, dtype: str, rollouts: int, progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Tokens (M, N, D) of every clip and, for methods, the rolled-out future tokens (M, R * Nf, D), memory-mapped."""
+def encode(src: Source, frames: Tensor, rollouts: int) -> tuple[Tensor, Tensor | None]:
+    """uint8 clips (B, T, H, W, 3) -> tokens (B, N, D) and, for methods, rolled-out future tokens (B, R Nf, D)."""
+    tok = src.tokens(frames).float()
+    return tok, (rollout(src, frames, rollouts).float() if src.predictor is not None else None)
+
+
+def read_clips(cache: ClipCache, clips: Sequence[Clip], rows: np.ndarray, device: torch.device) -> Tensor:
+    return torch.from_numpy(np.stack([cache.read(clips[int(r)]) for r in rows])).to(device)  # (B, T, H, W, 3)
+
+
+@torch.no_grad()
+def token_shapes(src: Source, cache: ClipCache, clip: Clip, rollouts: int,
+                 device: torch.device) -> list[tuple[int, int]]:
+    """(tokens, dim) of what `extract` stores per clip (tokens; roll-outs for methods), from one clip."""
+    tok, rol = encode(src, read_clips(cache, [clip], np.zeros(1, int), device), rollouts)
+    return [tuple(tok.shape[1:])] + ([tuple(rol.shape[1:])] if rol is not None else [])  # type: ignore[list-item]
+
+
+@torch.no_grad()
+def extract(src: Source, cache: ClipCache, clips: Sequence[Clip], rows: np.ndarray, batch_size: int,
+            device: torch.device, workdir: Path, dtype: str, rollouts: int,
+            progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Tokens (len(rows), N, D) of the clips `rows` (table indices, sorted) and, for methods, the rolled-out future
+    tokens (len(rows), R Nf, D), in memory-mapped files under `workdir`."""
     from tqdm import tqdm
 
     workdir.mkdir(parents=True, exist_ok=True)
     tokens = rolled = None
-    for lo in tqdm(range(0, len(clips), batch_size), desc=f"encode {src.name}", disable=not progress, unit="batch"):
-        chunk = clips[lo:lo + batch_size]
-        frames = torch.from_numpy(np.stack([cache.read(c) for c in chunk])).to(device)  # (B, T, H, W, 3)
-        tok = src.tokens(frames).float()
+    for lo in tqdm(range(0, len(rows), batch_size), desc=f"encode {src.name}", disable=not progress, unit="batch"):
+        chunk = rows[lo:lo + batch_size]
+        tok, rol = encode(src, read_clips(cache, clips, chunk, device), rollouts)
         if tokens is None:
-            tokens = open_memmap(workdir / "tokens.npy", "w+", dtype, (len(clips), *tok.shape[1:]))
+            tokens = open_memmap(workdir / "tokens.npy", "w+", dtype, (len(rows), *tok.shape[1:]))
         tokens[lo:lo + len(chunk)] = tok.cpu().numpy()
-        if src.predictor is not None:
-            rol = rollout(src, frames, rollouts).float()
+        if rol is not None:
             if rolled is None:
-                rolled = open_memmap(workdir / "rolled.npy", "w+", dtype, (len(clips), *rol.shape[1:]))
+                rolled = open_memmap(workdir / "rolled.npy", "w+", dtype, (len(rows), *rol.shape[1:]))
             rolled[lo:lo + len(chunk)] = rol.cpu().numpy()
+    assert tokens is not None, "no clips to extract"
     return tokens, rolled
