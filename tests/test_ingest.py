@@ -364,3 +364,13 @@ def test_clip_tool_presence_is_multi_hot_at_the_clip_centre():
     assert known.tolist() == [True, True, True, False]
     only, _, _ = clip_tool_presence(m, clips, clip_frames=8, fps=4, vocabulary=["stapler"])
     assert only[:, 0].tolist() == [0, 1, 1, 0]
+
+
+def test_labelled_cases_without_tools_csv_warn(tmp_path, tiny_video, make_params, caplog):
+    videos, labels = fake_surgvu(tmp_path, tiny_video, {"case_001": (1,), "case_002": (1,)},
+                                 labelled=("case_001", "case_002"))
+    (labels / "case_002" / "tools.csv").unlink()
+    m = ingest(surgvu_params(make_params, videos, labels), out=tmp_path / "m.json")
+    assert (f"1 of the 2 cases with a tasks.csv have no tools.csv under data.labels_root {labels}: case_002 (their "
+            "tool presence is unknown, not 'no tool')") in caplog.text
+    assert [v.tools is None for v in m.videos] == [False, True]

@@ -203,7 +203,7 @@ class LabelReport:
 
     cases: list[str] = field(default_factory=list)            # cases with videos
     without_tasks: list[str] = field(default_factory=list)    # ... and no tasks.csv
-    without_tools: list[str] = field(default_factory=list)    # ... and no tools.csv (surgvu only)
+    without_tools: list[str] = field(default_factory=list)    # ... with a tasks.csv but no tools.csv (surgvu only)
     orphans: list[str] = field(default_factory=list)          # label folders with a tasks.csv but no video case
     no_tool_rows: int = 0                                      # tools.csv rows naming no tool (skipped)
     no_tool_files: int = 0
@@ -244,7 +244,7 @@ def _label_surgvu(labels_root: Path, entries: list[VideoEntry], synthetic: bool)
             read.append("tools.csv")
             report.no_tool_rows += len(no_tool)
             report.no_tool_files += bool(no_tool)
-        elif not synthetic:
+        elif not synthetic and "tasks.csv" in read:       # cases without any label are reported once, above
             report.without_tools.append(case)
         for v in videos:
             v.label_files = read
@@ -271,11 +271,12 @@ def _warn_labels(report: LabelReport, source: str, root: Path, labels_root: Path
         log.warning("%d of %d cases have no tasks.csv under data.labels_root %s: %s. Their videos still serve "
                     "world-model training but carry no step labels", len(report.without_tasks), n, labels_root,
                     _names(report.without_tasks))
-    if report.without_tools and len(report.without_tools) == n:
+    labelled = n - len(report.without_tasks)
+    if report.without_tools and len(report.without_tools) == labelled:
         log.warning("no case has a tools.csv under data.labels_root %s: the manifest has no tool labels", labels_root)
     elif report.without_tools:
-        log.warning("%d of %d cases have no tools.csv under data.labels_root %s: %s (their tool presence is "
-                    "unknown, not 'no tool')", len(report.without_tools), n, labels_root,
+        log.warning("%d of the %d cases with a tasks.csv have no tools.csv under data.labels_root %s: %s (their "
+                    "tool presence is unknown, not 'no tool')", len(report.without_tools), labelled, labels_root,
                     _names(report.without_tools))
     if report.orphans:
         log.warning("%d label folder(s) under data.labels_root %s have no videos under data.root %s (a partial "
