@@ -374,3 +374,13 @@ def test_labelled_cases_without_tools_csv_warn(tmp_path, tiny_video, make_params
     assert (f"1 of the 2 cases with a tasks.csv have no tools.csv under data.labels_root {labels}: case_002 (their "
             "tool presence is unknown, not 'no tool')") in caplog.text
     assert [v.tools is None for v in m.videos] == [False, True]
+
+
+def test_interval_starting_past_the_end_is_dropped_with_a_warning(tmp_path, tiny_video, make_params, caplog):
+    videos, labels = fake_surgvu(tmp_path, tiny_video, {"case_001": (1,)}, labelled=("case_001",))
+    path = write_csv(labels / "case_001" / "tasks.csv", TASK_ROWS_HEADER,
+                     [[0, 1, 0, 1, 3, "Other"], [1, 1, 5, 1, 9, "Suturing"]])
+    m = ingest(surgvu_params(make_params, videos, labels), out=tmp_path / "m.json")
+    assert (f"{path}: data row 2 (line 3), column 'start_time': 5 s is outside the video (part 1 lasts 3 s): "
+            "overrun 2.000 s > tolerance 0.5 s; the interval starts after the end and is dropped") in caplog.text
+    assert [(i.start, i.stop, i.label) for i in m.videos[0].steps] == [(0, 3.0, "other")]

@@ -247,7 +247,7 @@ def _label_surgvu(labels_root: Path, entries: list[VideoEntry], synthetic: bool)
         elif not synthetic and "tasks.csv" in read:       # cases without any label are reported once, above
             report.without_tools.append(case)
         for v in videos:
-            v.label_files = read
+            v.label_files = list(read)
     video_keys = {_case_key(c) for c in by_case}
     report.orphans = sorted(d.name for k, d in folders.items()
                             if k not in video_keys and (d / "tasks.csv").is_file())

@@ -231,7 +231,7 @@ def read_events(path: Path, labels: Sequence[str] = ("breach",)) -> list[PartSpa
 
 def overrun_warning(where: str, t: float, video: str, dur: float, tolerance: float, dropped: bool) -> None:
     """The one text for labels past the end of a video (ingest goes on, the interval is clipped)."""
-    what = "the interval lies wholly past the end and is dropped" if dropped else "the interval is clipped to the video"
+    what = "the interval starts after the end and is dropped" if dropped else "the interval is clipped to the video"
     log.warning("%s: %g s is outside the video (%s lasts %g s): overrun %.3f s > tolerance %g s; %s",
                 where, t, video, dur, t - dur, tolerance, what)
 
@@ -261,7 +261,7 @@ def split_by_part(spans: Sequence[PartSpan], durations: Mapping[int, float | Non
                               (time_columns[1], s.stop_time if part == s.stop_part else None)):
                 if t is not None and t > dur + tolerance:
                     overrun_warning(_where(Path(path), s.row, s.line, column), t, f"part {part}", dur, tolerance,
-                                    dropped=part == s.start_part and s.start_time >= dur)
+                                    dropped=s.start_part == s.stop_part and s.start_time >= dur)
                     break                                   # one warning per row and part
             start = min(s.start_time, dur) if part == s.start_part else 0.0
             stop = min(s.stop_time, dur) if part == s.stop_part else dur
