@@ -173,9 +173,17 @@ def write_name(root: Path, world: World, name: str, quality: float, kind: str = 
     z = outputs_for(world, name, quality, seeds, wm_gain if kind == "method" else 0.0, variant)
     if kind != "method":
         z = {k: v for k, v in z.items() if not k.startswith("anticipation_wm/")}
+    return write_outputs(root, world, name, z, kind, eval_key, train_time_s, extra, quality)
+
+
+def write_outputs(root: Path, world: World, name: str, z: dict[str, np.ndarray], kind: str = "method",
+                  eval_key: str = "k1", train_time_s: float = 12.5, extra: dict[str, Any] | None = None,
+                  quality: float = 0.5) -> dict[str, Any]:
+    """Write given outputs.npz arrays and the metrics JSON computed from them (as the evaluation would)."""
     out_dir = Path(root) / "evaluate" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "outputs.npz", **z)
+    seeds = int(z["step/test/score"].shape[0])
     ev = z["event/test/true"]
     rec: dict[str, Any] = {
         "name": name, "kind": kind, "status": "ok", "eval_key": eval_key, "eval_device": "cpu (test)",
@@ -201,3 +209,8 @@ def write_name(root: Path, world: World, name: str, quality: float, kind: str = 
     metrics.mkdir(parents=True, exist_ok=True)
     (metrics / f"evaluate_{name}.json").write_text(json.dumps(rec))
     return rec
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
