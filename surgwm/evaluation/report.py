@@ -269,8 +269,6 @@ def cost_rows(params: Params, records: Sequence[Record]) -> dict[str, dict[str, 
         if uses_cache and not _num(cache_s):
             row["note"] = ("the train metrics do not record feature_cache_s (building frozen's feature cache): "
                            "the total leaves it out")
-        elif _num(cache_s) and tm.get("feature_cache") == "reused":
-            row["note"] = "its feature cache was reused: feature_cache_s is the build time recorded with it"
         for name, price in params.evaluate.gpu_prices.items():
             row["usd"][name] = (round(row["device_hours"] * price, 4) if _same_device(device, name) else
                                 {"unavailable": f"trained on {device}; the price names {name}"})
@@ -328,7 +326,10 @@ def _training(params: Params, records: Sequence[Record], costs: dict[str, dict[s
     for split in ("train", "val"):
         for c in LOSSES:
             line(f"final {split} {'total' if c == 'loss' else c} loss", train_key(f"{split}_{c}", "{:.4f}"))
-    line("convergence epoch", lambda r: (str(get_dotted(r.evaluate, "convergence.epoch"))
+    metric, frac = params.evaluate.convergence_metric, params.evaluate.convergence_fraction
+    conv = (f"convergence epoch (first within {1 / frac - 1:.0%} of the final {metric})" if "loss" in metric
+            else f"convergence epoch (first >= {frac:.0%} of the final {metric})")
+    line(conv, lambda r: (str(get_dotted(r.evaluate, "convergence.epoch"))
                                          if _num(get_dotted(r.evaluate, "convergence.epoch")) else
                                          notes.ref(str(get_dotted(r.evaluate, "convergence.unavailable")
                                                        or "not measured"))))
