@@ -330,6 +330,7 @@ class Scorer:
 def score_row(sc: Scorer, metric: MetricDef, methods_vs_baselines: bool = True) -> dict[str, Any] | None:
     """One metric: every unit's and rule's interval, the winner decision, differences vs baselines and the best
     rule. None when no unit has it."""
+    sc.boot.forget()
     ests = {u.name: (u, e) for u in sc.units if (e := sc.estimator(u, metric)) is not None}
     if not ests:
         return None
@@ -444,6 +445,7 @@ def _wm_vs_encoder(sc: Scorer, units: Sequence[Unit], k: int) -> list[dict[str, 
     """Does the predictor's roll-out help anticipation? Per method: (world model - encoder only), paired."""
     out = []
     for kk in sorted({1, k}):
+        sc.boot.forget()
         enc = MetricDef("", "", "anticipation", "recall_at", k=kk)
         wm = MetricDef("", "", "anticipation_wm", "recall_at", k=kk)
         for u in units:

@@ -143,30 +143,39 @@ def stats_estimator(stats: np.ndarray, value: ValueFn) -> Estimator:
     return Estimator(m, r, point, values)
 
 
+def auroc_pairs(y: np.ndarray, scores: np.ndarray, case_idx: np.ndarray, n_cases: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUROC's per-case statistics for one seed: A (C, C) with A[c, d] = pairs (positive of case c, negative of
+    case d) ranked right, ties 1/2; positives and negatives per case (C,). A resample with case counts w then has
+    AUROC = w A w / ((w . pos) (w . neg)): a quadratic form, so no resample touches the rows."""
+    y = np.asarray(y) == 1
+    s = np.asarray(scores, dtype=np.float64)
+    pos_s, pos_case = s[y], case_idx[y]
+    a = np.zeros((n_cases, n_cases))
+    for d in range(n_cases):
+        neg = np.sort(s[~y & (case_idx == d)])
+        if not len(neg) or not len(pos_s):
+            continue
+        lt = np.searchsorted(neg, pos_s, side="left")               # negatives below each positive
+        le = np.searchsorted(neg, pos_s, side="right")              # ... at or below
+        a[:, d] = np.bincount(pos_case, weights=lt + 0.5 * (le - lt), minlength=n_cases)
+    return (a, np.bincount(case_idx[y], minlength=n_cases).astype(np.float64),
+            np.bincount(case_idx[~y], minlength=n_cases).astype(np.float64))
+
+
 def auroc_values(y: np.ndarray, scores: np.ndarray, case_idx: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """AUROC of scores (M, R, n) for labels y (n,) under case counts (B, n_cases): (B, M, R); ties count 1/2;
     NaN where a resample has no positive or no negative."""
-    y = np.asarray(y) == 1
     counts = np.asarray(counts, dtype=np.float64)
-    m, r, n = scores.shape
+    m, r, _ = scores.shape
     out = np.full((len(counts), m, r), np.nan)
-    step = max(1, 2_000_000 // max(1, n))
-    for i in range(0, len(counts), step):
-        w = counts[i:i + step][:, case_idx]                           # (b, n) row weights
-        pos_tot, neg_tot = (w * y).sum(1), (w * ~y).sum(1)
-        for a in range(m):
-            for b in range(r):
-                s = np.asarray(scores[a, b], dtype=np.float64)
-                order = np.argsort(s, kind="mergesort")
-                s_sorted = s[order]
-                starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-                wp = np.add.reduceat((w * y)[:, order], starts, axis=1)    # (b, G) positive weight per tie group
-                wn = np.add.reduceat((w * ~y)[:, order], starts, axis=1)
-                below = np.cumsum(wn, axis=1) - wn
-                num = (wp * (below + 0.5 * wn)).sum(1)
-                den = pos_tot * neg_tot
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    out[i:i + step, a, b] = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+    for a in range(m):
+        for b in range(r):
+            pairs, pos, neg = auroc_pairs(y, scores[a, b], case_idx, counts.shape[1])
+            num = np.einsum("bc,cd,bd->b", counts, pairs, counts)
+            den = (counts @ pos) * (counts @ neg)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, a, b] = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
     return out
 
 
@@ -255,6 +264,7 @@ class Bootstrap:
     what: str = "test cases"             # the resampled unit, as the intervals' `covers` names it
     counts: np.ndarray = field(init=False)
     _weights: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, init=False)
+    _values: dict[tuple[str, int], tuple[Estimator, np.ndarray]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.counts = case_counts(self.n_cases, self.resamples, np.random.default_rng(self.seed))
@@ -266,7 +276,15 @@ class Bootstrap:
         return self._weights[key]
 
     def values(self, name: str, est: Estimator) -> np.ndarray:
-        return est.values(self.counts, self.weights(name, est.m, est.r))
+        """The estimator's values under these resamples (kept until `forget`: one metric is read by its interval
+        and by every difference it takes part in)."""
+        key = (name, id(est))
+        if key not in self._values:       # the estimator is kept with its values, so its id is not reused
+            self._values[key] = (est, est.values(self.counts, self.weights(name, est.m, est.r)))
+        return self._values[key][1]
+
+    def forget(self) -> None:
+        self._values.clear()
 
     def interval(self, name: str, est: Estimator) -> Interval:
         return interval(self.values(name, est), est.point(), covers(est.m, est.r, self.n_cases, self.what))
