@@ -261,20 +261,25 @@ def reevaluate_from_registry(params: Params, cache_dir: Path, manifest_path: Pat
         import mlflow.pytorch
         import torch
 
-        from surgwm.evaluation.evaluate import prepare, resolve_device, score, world_model_source
+        from surgwm.device import resolve_device
+        from surgwm.evaluation.evaluate import prepare, score
+        from surgwm.evaluation.sources import world_model_source
 
         wm = mlflow.pytorch.load_model(f"models:/{version.name}/{version.version}", map_location="cpu")
         d = params.data
         if (wm.clip_frames, wm.size) != (d.clip_frames, d.size):
             raise RegisterError(f"version {version.version} takes {wm.clip_frames}-frame {wm.size}px clips; the data "
                                 f"now has {d.clip_frames}-frame {d.size}px clips")
-        device = resolve_device(params.evaluate.device)
+        device = resolve_device(params.evaluate.device, "evaluate.device")
         src = world_model_source(f"{version.name}@{version.version}", wm.encoder, wm.predictor, wm.context_frames,
                                  float(version.tags.get("temperature", 0.1)), device)
         torch.manual_seed(params.evaluate.seed)
         with tempfile.TemporaryDirectory() as tmp:
             metrics, _ = score(src, prepare(params, cache_dir, manifest_path), params, device, Path(tmp) / "features")
-        value = get_dotted(metrics.get("validation") or {}, params.register.metric)
+        if "validation" not in metrics:
+            raise RegisterError("the evaluation protocol returned no `validation` block, and the gate never "
+                                "reads test scores")
+        value = get_dotted(metrics["validation"], params.register.metric)
         return float(value) if isinstance(value, (int, float)) else None
 
     return run
@@ -349,9 +354,13 @@ def gate(client: Any, params: Params, challenger: Challenger, key: str,
                          else "within the challenger's validation noise: champion kept")
                       + ("; promoted because --force-champion was given" if force and not wins else ""))
         else:
-            missing = ("the challenger has no per-case validation scores (data/evaluate/<name>/outputs.npz)"
-                       if challenger.rows is None or mdef is None else
-                       f"the champion has no {metric} on this evaluation data ({how or 'no recorded score'})")
+            if mdef is None:
+                missing = (f"register.metric '{metric}' has no per-case form (surgwm/evaluation/compare.py "
+                           "catalogue), so it has no validation interval")
+            elif challenger.rows is None:
+                missing = "the challenger has no per-case validation scores (data/evaluate/<name>/outputs.npz)"
+            else:
+                missing = f"the champion has no {metric} on this evaluation data ({how or 'no recorded score'})"
             move = force
             reason = (f"{missing}, so the validation noise cannot be measured; "
                       + ("promoted because --force-champion was given" if force else
