@@ -117,6 +117,7 @@ def test_winner_column_names_a_winner_only_when_the_interval_allows(workspace):
 def test_world_model_seeds_pool_into_one_column(workspace):
     md, comp = report(*workspace)
     assert "`frozen` ×2" in md and "`frozen` = `frozen`, `frozen_s1`" in md
+    assert "`frozen` ×2: test cases (5), probe seeds (3), world-model seeds (2)" in md
     assert comp["groups"][0]["sizes"]["world_model_seeds"]["frozen"] == 2
 
 

@@ -128,6 +128,13 @@ def _eval_tables(comparison: dict[str, Any], records: Sequence[Record], notes: N
                 notes.ref(f"`{mm['name']}` {row['key']}: its metrics JSON says {mm['metrics_json']:.4f}, the "
                           f"scores in outputs.npz give {mm['outputs_npz']:.4f} (the table shows the latter)")
         out.append("")
+        covers = {}
+        for row in g["rows"]:
+            for n, v in row["values"].items():
+                covers.setdefault(n, v.get("covers"))
+        if covers:
+            out += ["Each interval covers: " + "; ".join(f"{label.get(n, n)}: {', '.join(c or ['n/a'])}"
+                                                        for n, c in covers.items()) + ".", ""]
         if g.get("rules"):
             out += ["Reference rules (learned on the probe-training cases only, scored on the same rows with the same "
                     "resamples):", ""]

@@ -469,7 +469,7 @@ def register(params: Params, *, metrics_dir: Path = METRICS, train_root: Path = 
     decision = gate(client, params, challenger, key, reevaluate, force_champion)
     # the challenger's validation score and rows for this evaluation data, for future gates against it
     client.set_model_version_tag(reg.model_name, version.version, score_tag(key, reg.metric), str(score))
-    if rows is not None and version.tags.get(f"val_rows.{key}") is None:
+    if rows is not None:                 # replaced on each registration: the rows of its latest evaluation
         save_validation_rows(client, version.run_id, key, rows)
         client.set_model_version_tag(reg.model_name, version.version, f"val_rows.{key}", f"{VALIDATION_ROWS}/{key}.npz")
     client.set_registered_model_alias(reg.model_name, CHALLENGER, version.version)
