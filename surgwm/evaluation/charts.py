@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from surgwm.evaluation.records import Record
-from surgwm.io import get_dotted
 
 LOSSES = ("temporal", "contrastive", "loss")
 
