@@ -686,8 +686,9 @@ def part_frames(part_seconds: float, fps: float) -> int:
 
 
 def write_case(root: Path, plan: CasePlan, parts: int, width: int, height: int, fps: float,
-               labels: bool = True) -> list[Path]:
-    """Render one case continuously and cut it into part files; labels go to root/labels/<case>/."""
+               labels: bool = True, simd: bool = True) -> list[Path]:
+    """Render one case continuously and cut it into part files; labels go to root/labels/<case>/.
+    `simd=False` encodes on ffmpeg's and x264's C paths (the same bytes, slower: for tests)."""
     _check_size(width, height)
     n = part_frames(plan.duration / parts, fps)
     frames = _frames_gbrp(plan, width, height, fps, n_frames=n * parts)
@@ -695,7 +696,7 @@ def write_case(root: Path, plan: CasePlan, parts: int, width: int, height: int, 
     for p in range(1, parts + 1):
         path = root / plan.case / f"{plan.case}_video_part_{p:03d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
-        encode_mp4(itertools.islice(frames, n), path, width, height, fps, pix_fmt="gbrp")
+        encode_mp4(itertools.islice(frames, n), path, width, height, fps, pix_fmt="gbrp", simd=simd)
         paths.append(path)
     if labels:
         rows = label_rows(plan, parts, n / fps)
