@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from functools import lru_cache
+
+import numpy as np
 
 # swscale flags whose SIMD paths are bit-exact with its C path (bicubic is ffmpeg's default scaler)
 SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
@@ -45,3 +48,22 @@ def ffmpeg_exe() -> str:
         if found:
             return found
     raise RuntimeError("no ffmpeg found: run `make setup` (installs imageio-ffmpeg) or set FFMPEG_BINARY")
+
+
+def scale_rgb(frames: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 RGB (T, H, W, 3) -> (T, height, width, 3) by ffmpeg's swscale: the bicubic scaler of the decode
+    stage's `scale` filter, with SWS_FLAGS (the same bytes on every CPU). For frames drawn in memory (the
+    pretraining corpus), so they are resized like the pipeline's, not by a second implementation."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    t, h, w, _ = frames.shape
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           "-s", f"{w}x{h}", "-i", "-", "-filter_threads", "1", "-vf", f"scale={width}:{height}:flags={SWS_FLAGS}",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ffmpeg scale failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace')[-500:]}")
+    out = np.frombuffer(proc.stdout, np.uint8)
+    if out.size != t * height * width * 3:
+        raise RuntimeError(f"ffmpeg scale returned {out.size} bytes for {t} frames of {width}x{height}")
+    return out.reshape(t, height, width, 3)
