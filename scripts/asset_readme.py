@@ -90,8 +90,9 @@ def render(asset: Path) -> str:
         "  without docstrings). tests/test_pretrain_embedded.py fails when that code changes and the asset is not",
         "  re-made (or marked stale in `STALE.md`).",
         f"- `model.safetensors` sha256 `{pre['model_safetensors_sha256'][:16]}`. The corpus frames are the same bytes on",
-        "  any x86-64 machine (tests/test_repro.py); the weights are reproduced bit for bit by the same command on the",
-        "  same machine and thread count, not promised across CPUs (torch picks CPU-specific kernels).",
+        "  any x86-64 machine (tests/test_repro.py). The same command on the same machine and thread count gives the",
+        "  same weights (checked on a tiny run by tests/test_pretrain_embedded.py); across CPUs that is not promised",
+        "  (torch picks CPU-specific kernels).",
     ]
     if stale:
         out += ["", "**Stale:** the generator or the script changed since these weights were made (code hash "

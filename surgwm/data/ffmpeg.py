@@ -1,7 +1,7 @@
 """Locate the ffmpeg binary ($FFMPEG_BINARY, else the static build that the imageio-ffmpeg wheel ships) and the
 flags that make its output the same bytes on every x86-64 CPU.
 
-Measured with the pinned imageio-ffmpeg binary (ffmpeg n9.0.2, see docs/embedded_encoder.md "Reproducibility"):
+Measured with the pinned imageio-ffmpeg binary (ffmpeg n9.0.2; docs/embedded_encoder.md, section 1):
   * libx264 picks CPU-specific code paths that make different (valid) decisions: the same frames and settings
     gave three different files with its asm limited to SSE2, to SSE4.2/AVX2, and with AVX-512. `cpu-independent=1`
     gives the bytes of `no-asm=1` with every asm subset, at asm speed.

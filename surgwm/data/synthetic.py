@@ -3,7 +3,14 @@
 What a model must learn: the motion class needs two or more frames (start positions are random and the
 position marginals of opposite directions match); the step shows in the tissue pattern, its fat/fascia region,
 the instrument count and the motion mix, never in one constant colour (per-case colour jitter); rare `breach`
-events are gauze entering the field or the assisting instrument leaving it.
+events are gauze entering the field or the assisting instrument leaving it. The order of the steps varies between
+cases (step_order), so the next step is not a lookup in the official order.
+
+Reproducible to the byte on any x86-64 machine with the pinned versions (tests/test_repro.py): every float that
+decides a pixel comes from exact IEEE operations (the portable math below, integer noise), and ffmpeg/x264 run with
+bit-exact, CPU-independent, single-thread settings (surgwm/data/ffmpeg.py; docs/embedded_encoder.md says what
+differed before, as measured). A change here that moves pixels also needs the hashes in tests/test_repro.py and a
+re-made assets/vjepa2-tiny-surgical (tests/test_pretrain_embedded.py).
 """
 
 from __future__ import annotations
