@@ -237,7 +237,10 @@ def run_new(table: Any, tok: np.ndarray, rol: np.ndarray | None, split: Any, par
                                          f"recall_at_{k}": a.get(f"recall_at_{k}_world_model")},
             "time_to_next_mae_s": a.get("time_to_next_mae_s")}
     for name, e in res["efficiency"].items():
-        test[f"{name}/step"] = {"acc": e["step_acc"], "f1_video": e["step_f1_video"]}
+        if name != "100pct":
+            test[f"{name}/step"] = {"acc": e["step_acc"], "f1_video": e["step_f1_video"]}
+            test[f"{name}/motion"] = {"acc": e["motion_acc"]}
+            test[f"{name}/event"] = {"f1": e["event_f1"], "auroc": e["event_auroc"]}
     return {"fits": sum(len(f.heads) for per in fits.values() for f in per.values()), "test": test}
 
 

@@ -105,7 +105,8 @@ def storage_estimate(src: Source, prep: Prepared, params: Params, device: torch.
     clips = len(prep.train) + len(prep.val)
     return {"bytes": feature_bytes(clips, shapes, ev.feature_dtype), "clips": clips, "shapes": shapes,
             "dtype": ev.feature_dtype,
-            "knobs": "evaluate.max_train_clips, evaluate.max_val_clips, evaluate.feature_dtype"}
+            "knobs": [f"evaluate.max_train_clips ({ev.max_train_clips})", f"evaluate.max_val_clips ({ev.max_val_clips})",
+                      f"evaluate.feature_dtype ({ev.feature_dtype})"]}
 
 
 def score(src: Source, prep: Prepared, params: Params, device: torch.device, workdir: Path,
@@ -115,8 +116,10 @@ def score(src: Source, prep: Prepared, params: Params, device: torch.device, wor
     ev, table, split = params.evaluate, prep.table, prep.split
     t0, c0 = time.perf_counter(), time.process_time()
     need = storage_estimate(src, prep, params, device)
-    log.info("%s: tokens of %d training + validation clips, %.1f MB on disk (%s)", src.name, need["clips"],
-             need["bytes"] / 1e6, need["knobs"])
+    log.info("%s: tokens of %d training + validation clips, %.1f MB on disk (bounded by %s)", src.name,
+             need["clips"], need["bytes"] / 1e6, ", ".join(need["knobs"]))
+    # storage.budget_gb (branch `store`, surgwm/sizes.py) plugs in here, before anything is written:
+    # check_budget(f"evaluate@{src.name}'s tokens", need["bytes"], params.storage.budget_gb, need["knobs"])
     rows = np.union1d(prep.train, prep.val)
     tokens, rolled = extract(src, prep.cache, table.clips, rows, ev.batch_size, device, workdir, ev.feature_dtype,
                              ev.rollouts, progress)

@@ -109,7 +109,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16"
-    return "bf16" if device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() else "fp32"
+    has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    return "bf16" if device.type == "cpu" and has_bf16() else "fp32"
 
 
 def init_seed(seed: int, task: str) -> int:
@@ -233,6 +234,8 @@ def fit_bank(feats: Features, tasks: Sequence[Task], train: np.ndarray, val: np.
     total = epochs * per_epoch
     warm = max(1, round(WARMUP_FRACTION * total))
     val_rows = [t.rows(val) for t in tasks]
+    union = np.unique(np.concatenate(val_rows)) if any(len(v) for v in val_rows) else np.zeros(0, int)
+    val_idx = [np.searchsorted(union, v) for v in val_rows]                 # each task's rows in `union`
     pick = select or (lambda task, y, s: task.score(y, s))
     best_score = [-math.inf] * len(grid)
     best_epoch = [epochs] * len(grid)
@@ -250,17 +253,14 @@ def fit_bank(feats: Features, tasks: Sequence[Task], train: np.ndarray, val: np.
             loss.backward()
             opt.step(warmup_cosine(step, total, warm, FINAL_LR_FRACTION))
             step += 1
-        if not any(len(v) for v in val_rows):
+        if not len(union):
             continue
-        union = np.unique(np.concatenate(val_rows))
         scores = predict(bank, feats, union, regression.tolist(), device)                  # (H, n, C)
-        where = {int(r): j for j, r in enumerate(union)}
         row_scores: list[float | None] = []
         improved = torch.zeros(len(grid), dtype=torch.bool)
         for h, (t, _, _) in enumerate(grid):
             vr = val_rows[t]
-            s = pick(tasks[t], tasks[t].y[vr], scores[h, [where[int(r)] for r in vr], :tasks[t].outputs]) \
-                if len(vr) else None
+            s = pick(tasks[t], tasks[t].y[vr], scores[h, val_idx[t], :tasks[t].outputs]) if len(vr) else None
             row_scores.append(s)
             if s is not None and s > best_score[h]:
                 best_score[h], best_epoch[h], improved[h] = s, epoch, True
