@@ -80,8 +80,9 @@ class Features:
         order = np.argsort(pos, kind="stable")                       # sorted reads from a memory map
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
-        parts = [np.asarray(a[pos[order]], dtype=np.float32)[back] for a in self.arrays]
-        return torch.from_numpy(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]).to(device)
+        parts = [torch.from_numpy(np.ascontiguousarray(a[pos[order]])) for a in self.arrays]    # stored dtype
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return x[torch.from_numpy(back)].to(device=device, dtype=torch.float32)    # torch converts fp16 2x faster
 
 
 @dataclass
