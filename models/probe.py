@@ -162,36 +162,29 @@ class ProbeBank(nn.Module):
         width = self.pool_k_w.shape[1]
         return q, torch.einsum("hfad,had->haf", self.pool_k_w.view(H, width, A, dh), q) / math.sqrt(dh)
 
-    def _pool_tokens(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Depth 0: the pooler's values (H, B, A, dh) and attention weights (H, B, A, N) on the standardised features
-        of the raw tokens x (B, N, D_in), shared by all heads, without forming those features: the standardisation
-        is folded into u and W_v (the softmax weights sum to 1), and a token's change from `lag` tokens earlier into
-        shifted weights (sum_n p_n (x_n - x_n-lag) = sum_k (p_k - p_k+lag) x_k). With precision bf16 the three
-        products over tokens run in bf16 (fp32 accumulation), everything else in fp32."""
+    def _pool_tokens(self, x: Tensor) -> Tensor:
+        """Depth 0: the pooler's values (H, B, A, dh), position values included, on the standardised features of
+        the raw tokens x (B, N, D_in), shared by all heads. The features (tokens and their changes) are formed once,
+        unstandardised: the standardisation folds into u and W_v (the softmax weights sum to 1). With precision
+        bf16 the products over tokens run in bf16 (fp32 accumulation), the softmax and the rest in fp32."""
         H, A, dh = len(self.outputs), self.heads, self.dim // self.heads
-        B, N, D = x.shape
-        K = 2 if self.lag else 1                                                    # tokens, and their changes
+        B, N, _ = x.shape
         lo = torch.bfloat16 if self.precision == "bf16" else self.mean.dtype
+        with torch.no_grad():                                                       # inputs: no gradient
+            z = self.features(x).to(lo)                                             # (B, N, F)
+        F_ = z.shape[-1]
         _, u = self._query_scorer()
-        u = (u / self.std).view(H * A, K, D).transpose(0, 1).reshape(K * H * A, D)  # raw units, (K H A, D)
-        xa = x.to(lo)
-        s = (xa.reshape(B * N, D) @ u.T.to(lo)).view(B, N, K, H * A).to(self.mean.dtype)
-        logits = s[:, :, 0].clone()                                                 # (B, N, H A)
-        if self.lag:
-            logits[:, self.lag:] += s[:, self.lag:, 1] - s[:, :-self.lag, 1]
-        p = torch.softmax(logits.transpose(1, 2) + self.pos_score.reshape(1, H * A, N), dim=-1)  # (B, H A, N)
-        w = p
-        if self.lag:
-            c = p.clone()
-            c[..., :self.lag] = 0
-            c[..., :N - self.lag] -= p[..., self.lag:]
-            w = torch.cat([p, c], dim=1)                                            # (B, K H A, N)
-        r = torch.bmm(w.to(lo), xa).view(B, K, H, A, D)                             # pooled raw features
-        wv = self.pool_v_w.view(H, K, D, A, dh)
-        scale = self.std.view(1, K, D, 1, 1)
-        v = torch.einsum("bkhad,hkdae->hbae", r, (wv / scale).to(lo)).to(self.mean.dtype)        # (H, B, A, dh)
-        v = v - torch.einsum("kd,hkdae->hae", (self.mean / self.std).view(K, D), wv)[:, None]
-        return v, p.view(B, H, A, N).transpose(0, 1)
+        u = (u / self.std).reshape(H * A, F_)                                       # (H A, F) in raw units
+        s = (z.reshape(B * N, F_) @ u.T.to(lo)).view(B, N, H * A).to(self.mean.dtype)
+        p = torch.softmax(s + self.pos_score.reshape(H * A, N).T, dim=1)            # (B, N, H A): over tokens
+        pt = p.to(lo).transpose(1, 2)                                               # (B, H A, N)
+        r = torch.cat([torch.bmm(pt, z), pt], dim=-1)                               # (B, H A, F + N): pooled, p
+        wv = (self.pool_v_w / self.std[:, None]).view(H, F_, A, dh).permute(0, 2, 1, 3)   # (H, A, F, dh)
+        w = torch.cat([wv, self.pos_value.view(H, N, A, dh).permute(0, 2, 1, 3)], dim=2)  # (H, A, F + N, dh)
+        v = torch.bmm(r.transpose(0, 1), w.reshape(H * A, F_ + N, dh).to(lo))       # (H A, B, dh): one rounding
+        shift = torch.einsum("f,hfad->had", self.mean / self.std, self.pool_v_w.view(H, F_, A, dh))
+        v = v.to(self.mean.dtype).view(H, A, B, dh) - shift[:, :, None]
+        return v.transpose(1, 2)                                                    # (H, B, A, dh)
 
     def _pool_blocks(self, x: Tensor) -> Tensor:
         """Depth >= 1: the pooler's values (H, B, A, dh) on the blocks' output x (H, B, N, dim), LayerNorm first."""
@@ -218,9 +211,7 @@ class ProbeBank(nn.Module):
         if n != self.num_tokens or d != self.in_dim:
             raise ValueError(f"probe built for ({self.num_tokens}, {self.in_dim}) tokens, got ({n}, {d})")
         if self.depth == 0:
-            v, p = self._pool_tokens(tokens)
-            v = v + torch.einsum("hban,hnad->hbad", p, self.pos_value.view(H, n, self.heads, -1))
-            q = self._pool_out(v)
+            q = self._pool_out(self._pool_tokens(tokens))
         else:
             with torch.autocast(tokens.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
                 x = (self.features(tokens) - self.mean) / self.std                     # (B, N, F)

@@ -2,8 +2,9 @@
 
     python -m tasks.evaluate <run> [--no-progress]
 
-Writes metrics/evaluate_<run>.json, metrics/evaluate_<run>_efficiency.json and data/evaluate/<run>/. A run whose
-training did not finish gets {"status": "failed"} and exit status 1; metrics/failures/ says why.
+Writes metrics/evaluate_<run>.json (test metrics, the `validation` block, sizes), metrics/evaluate_<run>_efficiency.json
+and data/evaluate/<run>/ (outputs.npz, confusion matrices, the split; docs/evaluation.md). A run whose training did
+not finish gets {"status": "failed"} and exit status 1; metrics/failures/ says why.
 """
 
 from __future__ import annotations
