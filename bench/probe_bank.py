@@ -12,7 +12,8 @@ values, 2 roll-outs of 32 tokens), one after the other in one process, `--repeat
        validation, then the chosen heads on the validation and test clips
 Printed: wall and CPU time (user+sys, steadier on a shared box), probe fits (heads), time per fit, the ratio new/old,
 and the test metrics of both (one seed for old; seed means for new) so speed is not bought with quality.
-`--depth1` adds the bank at probe_depth 1 (the old probe's architecture; one seed) to show what a head of it costs.
+`--depth1` adds the bank at probe_depth 1 (the old probe's architecture; one seed, lrs 1e-3 and 3e-3) to show what a
+head of it costs.
 Tokens: from the finished demo workspace's run `--name` (its encoder and predictor on its decode cache) when
 present, otherwise demo-scale synthetic video rendered in memory and an untrained encoder (timings only).
 Feature extraction is not timed here (it is the same for both; tasks.evaluate times it). Results:
@@ -311,7 +312,7 @@ def main() -> None:
             runs["new"].append(timed(lambda: run_new(table, tok, rol, split, params)))
         if args.depth1:
             p1 = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={
-                "probe_depth": 1, "seeds": params.evaluate.seeds[:1]})})
+                "probe_depth": 1, "seeds": params.evaluate.seeds[:1], "probe_lrs": [1e-3, 3e-3]})})
             runs["new_depth1"] = [timed(lambda: run_new(table, tok, rol, split, p1))]
     ev = params.evaluate
     best = {k: min(v, key=lambda r: r["cpu_s"]) for k, v in runs.items()}

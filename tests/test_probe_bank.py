@@ -113,14 +113,14 @@ def test_bank_adamw_is_torch_adamw_per_head():
             assert torch.allclose(getattr(bank, n)[h], p, atol=1e-6), n
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_chosen_head_is_the_head_trained_alone(tiny, precision):
+@pytest.mark.parametrize(("depth", "precision"), [(0, "fp32"), (0, "bf16"), (1, "fp32")])
+def test_chosen_head_is_the_head_trained_alone(tiny, depth, precision):
     """A 3 x 2 grid for step and event: the step task's chosen head, trained again alone (a bank of one head, its
     lr and weight decay, the same seed and rows), keeps the same best epoch and gives the same predictions."""
     table, split, feats, params = tiny
     tasks = build_tasks(table)
     train, val, test = (table.rows(c) for c in (split.train, split.val, split.test))
-    common = dict(dim=32, depth=0, heads=2, lag=(32 // 16) ** 2, epochs=6, batch_size=32,
+    common = dict(dim=32, depth=depth, heads=2, lag=(32 // 16) ** 2, epochs=6, batch_size=32,
                   device=torch.device("cpu"), precision=precision)
     big = fit_bank(feats, [tasks["step"], tasks["event"]], train, val, [1e-3, 3e-3, 1e-2], [0.0, 0.1], seed=7,
                    **common)
