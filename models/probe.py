@@ -57,6 +57,16 @@ def _norm(x: Tensor, g: Tensor, b: Tensor) -> Tensor:
     return F.layer_norm(x, x.shape[-1:]) * g.view(shape) + b.view(shape)
 
 
+def with_changes(tokens: Tensor, lag: int) -> Tensor:
+    """(B, N, D) -> (B, N, D), or with `lag` each token and its change from `lag` tokens earlier (the same place one
+    token-time-step before: tokens are t-major), zero for the first time step: (B, N, 2 D)."""
+    if not lag:
+        return tokens
+    delta = torch.zeros_like(tokens)
+    delta[:, lag:] = tokens[:, lag:] - tokens[:, :-lag]
+    return torch.cat([tokens, delta], dim=-1)
+
+
 class ProbeBank(nn.Module):
     """H attentive probes over the same tokens, weights stacked on axis 0: (B, N, D_in) -> (H, B, max C).
 
@@ -126,16 +136,11 @@ class ProbeBank(nn.Module):
                 getattr(self, name).zero_()
 
     def features(self, tokens: Tensor) -> Tensor:
-        """(B, N, D_in) -> (B, N, D_in) or, with `lag`, each token and its change from `lag` tokens earlier (the
-        same place one token-time-step before: tokens are t-major), zero for the first time step: (B, N, 2 D_in)."""
+        """(B, N, D_in) -> (B, N, F): the tokens and, with `lag`, their changes (module doc: with_changes)."""
         b, n, d = tokens.shape
         if n != self.num_tokens or d != self.in_dim:
             raise ValueError(f"probe built for ({self.num_tokens}, {self.in_dim}) tokens, got ({n}, {d})")
-        if not self.lag:
-            return tokens
-        delta = torch.zeros_like(tokens)
-        delta[:, self.lag:] = tokens[:, self.lag:] - tokens[:, :-self.lag]
-        return torch.cat([tokens, delta], dim=-1)
+        return with_changes(tokens, self.lag)
 
     @torch.no_grad()
     def standardize(self, tokens: Tensor) -> None:
@@ -162,17 +167,15 @@ class ProbeBank(nn.Module):
         width = self.pool_k_w.shape[1]
         return q, torch.einsum("hfad,had->haf", self.pool_k_w.view(H, width, A, dh), q) / math.sqrt(dh)
 
-    def _pool_tokens(self, x: Tensor) -> Tensor:
-        """Depth 0: the pooler's values (H, B, A, dh), position values included, on the standardised features of
-        the raw tokens x (B, N, D_in), shared by all heads. The features (tokens and their changes) are formed once,
-        unstandardised: the standardisation folds into u and W_v (the softmax weights sum to 1). With precision
-        bf16 the products over tokens run in bf16 (fp32 accumulation), the softmax and the rest in fp32."""
+    def _pool_tokens(self, z: Tensor) -> Tensor:
+        """Depth 0: the pooler's values (H, B, A, dh), position values included, on the standardised features z
+        (B, N, F) (given unstandardised), shared by all heads: the standardisation folds into u and W_v (the softmax
+        weights sum to 1). With precision bf16 the products over tokens run in bf16 (fp32 accumulation), the softmax
+        and the rest in fp32."""
         H, A, dh = len(self.outputs), self.heads, self.dim // self.heads
-        B, N, _ = x.shape
+        B, N, F_ = z.shape
         lo = torch.bfloat16 if self.precision == "bf16" else self.mean.dtype
-        with torch.no_grad():                                                       # inputs: no gradient
-            z = self.features(x).to(lo)                                             # (B, N, F)
-        F_ = z.shape[-1]
+        z = z.detach().to(lo)                                                       # inputs: no gradient
         _, u = self._query_scorer()
         u = (u / self.std).reshape(H * A, F_)                                       # (H A, F) in raw units
         s = (z.reshape(B * N, F_) @ u.T.to(lo)).view(B, N, H * A).to(self.mean.dtype)
@@ -206,17 +209,21 @@ class ProbeBank(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens (B, N, D_in) -> outputs (H, B, C); masked columns (past a head's outputs) are -inf."""
+        return self.forward_features(self.features(tokens))
+
+    def forward_features(self, z: Tensor) -> Tensor:
+        """The same from features (B, N, F) already formed (`features`, or with_changes for many clips at once; any
+        float dtype, unstandardised)."""
         H = len(self.outputs)
-        b, n, d = tokens.shape
-        if n != self.num_tokens or d != self.in_dim:
-            raise ValueError(f"probe built for ({self.num_tokens}, {self.in_dim}) tokens, got ({n}, {d})")
+        b, n, f = z.shape
+        if n != self.num_tokens or f != self.mean.shape[0]:
+            raise ValueError(f"probe built for ({self.num_tokens}, {self.mean.shape[0]}) features, got ({n}, {f})")
         if self.depth == 0:
-            q = self._pool_out(self._pool_tokens(tokens))
+            q = self._pool_out(self._pool_tokens(z))
         else:
-            with torch.autocast(tokens.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
-                x = (self.features(tokens) - self.mean) / self.std                     # (B, N, F)
-                feat = x.shape[-1]
-                x = (x.reshape(b * n, feat) @ self.proj_w.permute(1, 0, 2).reshape(feat, -1)).view(b, n, H, self.dim)
+            with torch.autocast(z.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+                x = (z.to(self.mean.dtype) - self.mean) / self.std                         # (B, N, F)
+                x = (x.reshape(b * n, f) @ self.proj_w.permute(1, 0, 2).reshape(f, -1)).view(b, n, H, self.dim)
                 x = x.permute(2, 0, 1, 3) + self.proj_b[:, None, None] + self.pos[:, None]  # (H, B, N, dim)
                 for i in range(self.depth):
                     x = self._block(x, i)

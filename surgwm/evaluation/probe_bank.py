@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.probe import ProbeBank
+from models.probe import ProbeBank, with_changes
 from surgwm.evaluation import metrics as M
 from surgwm.training.schedule import warmup_cosine
 
@@ -31,6 +31,7 @@ FINAL_LR_FRACTION = 0.0      # the cosine ends at 0
 MAX_CLASS_WEIGHT = 20.0      # balanced losses: a class weighs at most this many times an average one
 STANDARDIZE_ROWS = 2048      # training clips that set the per-feature mean and std
 EVAL_BATCH = 256
+FEATURE_CACHE_BYTES = 2 << 30   # probe inputs of every extracted clip kept in memory up to this size (Features)
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,16 @@ class Task:
 
 @dataclass
 class Features:
-    """Token arrays (one row per clip in `rows`, the clips' table indices, sorted) read a batch at a time."""
+    """Token arrays (one row per clip in `rows`, the clips' table indices, sorted) read a batch at a time.
+
+    `batch` gives a probe its input features (the tokens and their changes, models/probe.py with_changes) in the
+    probe's precision. They do not depend on the probe seed, the bank or its standardisation (folded into the probe's
+    weights), so when all of them fit in FEATURE_CACHE_BYTES they are formed once, for every bank and seed; else per
+    batch from the memory-mapped tokens."""
 
     rows: np.ndarray
     arrays: list[np.ndarray]     # (len(rows), N_i, D) each; concatenated along the token axis
+    _cache: dict[tuple[int, torch.dtype], Tensor | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._pos = {int(r): i for i, r in enumerate(self.rows)}
@@ -73,15 +80,35 @@ class Features:
     def shape(self) -> tuple[int, int]:
         return sum(a.shape[1] for a in self.arrays), self.arrays[0].shape[2]
 
+    def _positions(self, rows: np.ndarray) -> np.ndarray:
+        return np.fromiter((self._pos[int(r)] for r in rows), dtype=np.int64, count=len(rows))
+
     def read(self, rows: np.ndarray, device: torch.device) -> Tensor:
-        """(B, N, D) float32 for table rows `rows` (each must have been extracted)."""
-        pos = np.fromiter((self._pos[int(r)] for r in rows), dtype=np.int64, count=len(rows))
+        """(B, N, D) float32 tokens of table rows `rows` (each must have been extracted)."""
+        pos = self._positions(rows)
         order = np.argsort(pos, kind="stable")                       # sorted reads from a memory map
         back = np.empty_like(order)
         back[order] = np.arange(len(order))
         parts = [torch.from_numpy(np.ascontiguousarray(a[pos[order]])) for a in self.arrays]    # stored dtype
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return x[torch.from_numpy(back)].to(device=device, dtype=torch.float32)    # torch converts fp16 2x faster
+
+    def batch(self, rows: np.ndarray, device: torch.device, lag: int, dtype: torch.dtype) -> Tensor:
+        """(B, N, F) features of `rows` in `dtype`: from the in-memory copy when it fits, else formed now."""
+        key = (lag, dtype)
+        if key not in self._cache:
+            n, d = self.shape
+            size = len(self.rows) * n * d * (2 if lag else 1) * torch.finfo(dtype).bits // 8
+            self._cache[key] = self._form(self.rows, torch.device("cpu"), lag, dtype) \
+                if size <= FEATURE_CACHE_BYTES else None
+        every = self._cache[key]
+        if every is None:
+            return self._form(rows, device, lag, dtype)
+        return every[torch.from_numpy(self._positions(rows))].to(device)
+
+    def _form(self, rows: np.ndarray, device: torch.device, lag: int, dtype: torch.dtype) -> Tensor:
+        return torch.cat([with_changes(self.read(rows[i:i + EVAL_BATCH], device), lag).to(dtype)
+                          for i in range(0, len(rows), EVAL_BATCH)]) if len(rows) else torch.zeros(0)
 
 
 @dataclass
@@ -191,10 +218,17 @@ def predict(bank: ProbeBank, feats: Features, rows: np.ndarray, regression: Sequ
             device: torch.device) -> np.ndarray:
     """(H, len(rows), C): class probabilities, or for regression heads seconds in column 0."""
     bank.eval()
-    outs = [bank(feats.read(rows[i:i + EVAL_BATCH], device)) for i in range(0, len(rows), EVAL_BATCH)]
+    dtype = input_dtype(bank)
+    outs = [bank.forward_features(feats.batch(rows[i:i + EVAL_BATCH], device, bank.lag, dtype))
+            for i in range(0, len(rows), EVAL_BATCH)]
     if not outs:
         return np.zeros((len(bank.outputs), 0, max(bank.outputs)), dtype=np.float32)
     return to_scores(torch.cat(outs, dim=1), regression)
+
+
+def input_dtype(bank: ProbeBank) -> torch.dtype:
+    """The dtype a bank's input features are formed in: its products' precision."""
+    return torch.bfloat16 if bank.precision == "bf16" else torch.float32
 
 
 def to_scores(out: Tensor, regression: Sequence[bool]) -> np.ndarray:
@@ -221,6 +255,7 @@ def fit_bank(feats: Features, tasks: Sequence[Task], train: np.ndarray, val: np.
     rng = np.random.default_rng(seed)
     std_rows = np.sort(np.random.default_rng(seed).permutation(rows)[:STANDARDIZE_ROWS])
     bank.standardize(feats.read(std_rows, device))
+    dtype = input_dtype(bank)
     head_task = torch.tensor([t for t, _, _ in grid], device=device)
     regression = torch.tensor([tasks[t].regression for t, _, _ in grid], device=device)
     cw = [class_weights(t, t.rows(train)) for t in tasks]
@@ -247,7 +282,7 @@ def fit_bank(feats: Features, tasks: Sequence[Task], train: np.ndarray, val: np.
         perm = rng.permutation(rows)
         for i in range(0, len(perm), batch_size):
             b = perm[i:i + batch_size]
-            out = bank(feats.read(b, device))                                           # (H, B, C)
+            out = bank.forward_features(feats.batch(b, device, lag, dtype))             # (H, B, C)
             loss = bank_loss(out, torch.from_numpy(y_all[:, b]).to(device), head_task, weight, regression)
             opt.zero_grad()
             loss.backward()
