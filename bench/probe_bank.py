@@ -12,8 +12,8 @@ values, 2 roll-outs of 32 tokens), one after the other in one process, `--repeat
        validation, then the chosen heads on the validation and test clips
 Printed: wall and CPU time (user+sys, steadier on a shared box), probe fits (heads), time per fit, the ratio new/old,
 and the test metrics of both (one seed for old; seed means for new) so speed is not bought with quality.
-`--depth1` adds the bank at probe_depth 1 (the old probe's architecture; one seed, lrs 1e-3 and 3e-3) to show what a
-head of it costs.
+`--depth1` adds the bank at probe_depth 1 (the old probe's architecture; one seed, lrs 1e-3 and 3e-3, batch 64 as
+the old recipe) to show what a head of it costs.
 Tokens: from the finished demo workspace's run `--name` (its encoder and predictor on its decode cache) when
 present, otherwise demo-scale synthetic video rendered in memory and an untrained encoder (timings only).
 Feature extraction is not timed here (it is the same for both; tasks.evaluate times it). Results:
@@ -233,7 +233,8 @@ def run_new(table: Any, tok: np.ndarray, rol: np.ndarray | None, split: Any, par
     a = res["anticipation"]
     test = {"step": {m: res["step"].get(m) for m in ("acc", "f1_video")}, "motion": {"acc": res["motion"].get("acc")},
             "event": {m: res["event"].get(m) for m in ("f1", "auroc")},
-            "anticipation_encoder": {"recall_at_1": a.get("recall_at_1_encoder"), f"recall_at_{k}": a.get(f"recall_at_{k}_encoder")},
+            "anticipation_encoder": {"recall_at_1": a.get("recall_at_1_encoder"),
+                                     f"recall_at_{k}": a.get(f"recall_at_{k}_encoder")},
             "anticipation_world_model": {"recall_at_1": a.get("recall_at_1_world_model"),
                                          f"recall_at_{k}": a.get(f"recall_at_{k}_world_model")},
             "time_to_next_mae_s": a.get("time_to_next_mae_s")}
@@ -305,19 +306,22 @@ def main() -> None:
         table, split, tok, rol, origin = tokens(args, params, Path(tmp))
         lag = (params.data.size // 16) ** 2
         print(f"tokens: {origin}; {tok.shape[0]} clips x {tok.shape[1]} tokens x {tok.shape[2]}"
-              + (f" + roll-outs {rol.shape[1]} tokens" if rol is not None else "") + f"; {torch.get_num_threads()} thread(s)")
+              + (f" + roll-outs {rol.shape[1]} tokens" if rol is not None else "")
+              + f"; {torch.get_num_threads()} thread(s)")
         runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
         for _ in range(args.repeat):
             runs["old"].append(timed(lambda: run_old(table, tok, rol, split, lag, params.evaluate.top_k)))
             runs["new"].append(timed(lambda: run_new(table, tok, rol, split, params)))
         if args.depth1:
             p1 = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={
-                "probe_depth": 1, "seeds": params.evaluate.seeds[:1], "probe_lrs": [1e-3, 3e-3]})})
+                "probe_depth": 1, "seeds": params.evaluate.seeds[:1], "probe_lrs": [1e-3, 3e-3],
+                "probe_batch_size": 64})})
             runs["new_depth1"] = [timed(lambda: run_new(table, tok, rol, split, p1))]
     ev = params.evaluate
     best = {k: min(v, key=lambda r: r["cpu_s"]) for k, v in runs.items()}
     old = best["old"]
-    print(f"\n{'recipe':11s} {'fits':>5s} {'wall s':>8s} {'CPU s':>8s} {'wall/fit':>9s} {'CPU/fit':>8s}  ratio to old (wall, CPU)")
+    print(f"\n{'recipe':11s} {'fits':>5s} {'wall s':>8s} {'CPU s':>8s} {'wall/fit':>9s} {'CPU/fit':>8s}  "
+          "ratio to old (wall, CPU)")
     for k, r in best.items():
         print(f"{k:11s} {r['fits']:5d} {r['wall_s']:8.1f} {r['cpu_s']:8.1f} {r['wall_s'] / r['fits']:9.2f} "
               f"{r['cpu_s'] / r['fits']:8.2f}  {r['wall_s'] / old['wall_s']:.2f}, {r['cpu_s'] / old['cpu_s']:.2f}")

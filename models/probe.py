@@ -82,7 +82,8 @@ class ProbeBank(nn.Module):
             raise ValueError(f"probe dim {dim} is not a multiple of heads {heads}")
         if len(outputs) != len(init_seeds) or not outputs:
             raise ValueError(f"{len(outputs)} heads' outputs but {len(init_seeds)} init seeds")
-        self.in_dim, self.num_tokens, self.lag, self.depth, self.heads, self.dim = in_dim, num_tokens, lag, depth, heads, dim
+        self.in_dim, self.num_tokens, self.lag = in_dim, num_tokens, lag
+        self.depth, self.heads, self.dim = depth, heads, dim
         self.outputs = [int(c) for c in outputs]
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")

@@ -285,7 +285,8 @@ class EvaluateParams(Strict):
     probe_weight_decays: list[float] = Field(default_factory=lambda: [0.05], description="weight-decay grid")
     probe_batch_size: int = Field(128, ge=2)
     probe_precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="the probes' products over tokens: "
-                                                             "auto = bf16 on CUDA or a CPU with AVX512-BF16, else fp32")
+                                                             "auto = bf16 on CUDA, or on a CPU with AVX512-BF16 at "
+                                                             "probe_depth 0; else fp32")
     max_train_clips: int | None = Field(20000, ge=1, description="probe training clips kept (balanced per class, "
                                         "every case keeps one); None: all")
     max_val_clips: int | None = Field(5000, ge=1, description="probe-validation clips kept (evenly spaced); None: all")

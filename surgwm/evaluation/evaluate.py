@@ -105,8 +105,8 @@ def storage_estimate(src: Source, prep: Prepared, params: Params, device: torch.
     clips = len(prep.train) + len(prep.val)
     return {"bytes": feature_bytes(clips, shapes, ev.feature_dtype), "clips": clips, "shapes": shapes,
             "dtype": ev.feature_dtype,
-            "knobs": [f"evaluate.max_train_clips ({ev.max_train_clips})", f"evaluate.max_val_clips ({ev.max_val_clips})",
-                      f"evaluate.feature_dtype ({ev.feature_dtype})"]}
+            "knobs": [f"evaluate.max_train_clips ({ev.max_train_clips})",
+                      f"evaluate.max_val_clips ({ev.max_val_clips})", f"evaluate.feature_dtype ({ev.feature_dtype})"]}
 
 
 def score(src: Source, prep: Prepared, params: Params, device: torch.device, workdir: Path,
@@ -147,11 +147,13 @@ def score(src: Source, prep: Prepared, params: Params, device: torch.device, wor
     if src.predictor is not None and "unavailable" not in out["future"]:
         out["future"] |= {"comparable_across_runs": False, "no_winner_reason": FUTURE_NO_WINNER}
     n_heads = sum(len(f.heads) for per_seed in fits.values() for f in per_seed.values())
+    phases = {"extract": (t0, t1, c0, c1), "train": (t1, t2, c1, c2), "score": (t2, t3, c2, c3)}
     out["probe_fits"] = {"heads": n_heads, "banks": sum(len(v) for v in fits.values()), "seeds": list(ev.seeds),
                          "grid": {"lr": list(ev.probe_lrs), "weight_decay": list(ev.probe_weight_decays)},
-                         "precision": resolve_precision(ev.probe_precision, device), "feature_bytes": need["bytes"],
-                         "wall_s": {"extract": round(t1 - t0, 2), "train": round(t2 - t1, 2), "score": round(t3 - t2, 2)},
-                         "cpu_s": {"extract": round(c1 - c0, 2), "train": round(c2 - c1, 2), "score": round(c3 - c2, 2)}}
+                         "precision": resolve_precision(ev.probe_precision, device, ev.probe_depth),
+                         "feature_bytes": need["bytes"],
+                         "wall_s": {k: round(b - a, 2) for k, (a, b, _, _) in phases.items()},
+                         "cpu_s": {k: round(d - c, 2) for k, (_, _, c, d) in phases.items()}}
     del tokens, rolled, feats, feats_wm
     shutil.rmtree(workdir, ignore_errors=True)
     return out, scored

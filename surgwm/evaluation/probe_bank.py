@@ -129,15 +129,16 @@ class BankFit:
         return self.bank.select([self.chosen[n] for n in names]), [t for t in self.tasks if t.name in self.chosen]
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 matrix products where the hardware has them (CUDA; a CPU with AVX512-BF16, measured ~4x faster
-    there than fp32 for the probes' products), fp32 elsewhere (emulated bf16 is slower)."""
+def resolve_precision(precision: str, device: torch.device, depth: int = 0) -> str:
+    """auto: bf16 products on CUDA; on a CPU with AVX512-BF16 for the depth-0 pooler only (its few large products
+    run ~4x faster than fp32 there; a depth >= 1 probe's many small ones ran slower in bf16: 9.4 vs 7.1 s CPU per head
+    on the demo's tokens); fp32 elsewhere (emulated bf16 is slower)."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
         return "bf16"
     has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    return "bf16" if device.type == "cpu" and has_bf16() else "fp32"
+    return "bf16" if device.type == "cpu" and depth == 0 and has_bf16() else "fp32"
 
 
 def init_seed(seed: int, task: str) -> int:

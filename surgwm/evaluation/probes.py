@@ -50,7 +50,8 @@ def unusable(task: Task, train: np.ndarray, test: np.ndarray) -> str | None:
     if not len(task.rows(test)):
         return f"no labelled {what} clips in the test cases"
     if task.regression:
-        return None if len(task.rows(train)) >= 2 else f"fewer than 2 labelled {what} clips in the probe's training cases"
+        enough = len(task.rows(train)) >= 2
+        return None if enough else f"fewer than 2 labelled {what} clips in the probe's training cases"
     if len(np.unique(task.y[task.rows(train)])) < 2:
         return f"the probe's training cases hold fewer than 2 {what} classes"
     if task.name == "event" and not (task.y[task.rows(test)] == 1).any():
@@ -93,7 +94,7 @@ def train_banks(plans: Sequence[BankPlan], feats: Features, feats_wm: Features |
     """Every bank of one probe seed."""
     ev = params.evaluate
     lag = (params.data.size // 16) ** 2 if ev.probe_deltas else 0     # tokens per token-time-step
-    precision = resolve_precision(ev.probe_precision, device)
+    precision = resolve_precision(ev.probe_precision, device, ev.probe_depth)
     out = {}
     for plan in plans:
         f = feats_wm if plan.wm else feats

@@ -177,7 +177,8 @@ def assemble(sc: Scored, tasks: dict[str, Task], why: dict[str, str | None], par
                       if not sec.startswith("_")} for split in per}
     te = sc.test_rows
     sizes = {"test_cases": int(len(np.unique(t.case[te]))), "test_videos": int(len(np.unique(t.video[te]))),
-             "test_clips": int(len(te)), "test_events": _events(sc, te), "test_event_clips": int((t.event[te] == 1).sum()),
+             "test_clips": int(len(te)), "test_events": _events(sc, te),
+             "test_event_clips": int((t.event[te] == 1).sum()),
              "val_cases": int(len(np.unique(t.case[sc.val_rows]))), "val_clips": int(len(sc.val_rows)),
              "train_cases": int(len(np.unique(t.case[sc.train_rows]))), "train_clips": int(len(sc.train_rows)),
              "probe_seeds": n}
