@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from surgwm.data.clips import ClipCache
+from surgwm.data.clips import ClipReader, open_clips
 from surgwm.data.manifest import Manifest, read_manifest
 from surgwm.device import device_name, resolve_device
 from surgwm.evaluation import metrics as M
@@ -74,7 +74,7 @@ class Prepared:
     table: ClipTable
     split: EvalSplit
     key: str
-    cache: ClipCache
+    cache: ClipReader
 
 
 def prepare(params: Params, cache_dir: Path = CACHE, manifest_path: Path = DECODED) -> Prepared:
@@ -84,7 +84,7 @@ def prepare(params: Params, cache_dir: Path = CACHE, manifest_path: Path = DECOD
     table = clip_table(manifest, params)
     split = split_cases(table.clips, params)
     return Prepared(manifest, table, split, eval_key(table, split, manifest, params),
-                    ClipCache(cache_dir, params.data.clip_frames))
+                    open_clips(cache_dir, params.data.clip_frames))
 
 
 def score(src: Source, prep: Prepared, params: Params, device: torch.device, workdir: Path,
