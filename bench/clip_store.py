@@ -158,6 +158,61 @@ def loader_reads(reader, n_frames: int, workers: int, clips: int, batch: int = 1
     return n / wall, n / cpu
 
 
+def image_codec(frames: np.ndarray, fmt: str, **kw) -> tuple[int, np.ndarray, float]:
+    """(bytes, decoded frames, frames decoded per CPU-second) of one image per frame with Pillow."""
+    from PIL import Image
+
+    blobs = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, fmt, **kw)
+        blobs.append(buf.getvalue())
+    c0 = time.process_time()
+    out = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])   # (N, S, S, 3)
+    return sum(map(len, blobs)), out, len(frames) / (time.process_time() - c0)
+
+
+def alternatives(frames: np.ndarray, reads_s: float) -> None:
+    """The candidates the store was chosen from, on the same frames: per-frame images vs H.264 settings."""
+    import tempfile
+
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    from surgwm.data.store import StoreClips
+
+    raw = frames.nbytes
+    print(f"{'candidate (surgical frames)':<34} {'ratio':>6} {'PSNR mean':>9} {'min':>6} {'clips per CPU-s':>15}")
+    for name, fmt, kw in (("JPEG q90 4:2:0 (Pillow)", "JPEG", {"quality": 90}),
+                          ("JPEG q95 4:4:4 (Pillow)", "JPEG", {"quality": 95, "subsampling": 0}),
+                          ("WebP q90 (Pillow)", "WEBP", {"quality": 90}),
+                          ("WebP q95 (Pillow)", "WEBP", {"quality": 95})):
+        size, out, fps = image_codec(frames, fmt, **kw)
+        q = psnr(frames, out)
+        print(f"{name:<34} {raw / size:>5.1f}x {q.mean():>9.2f} {q.min():>6.2f} {fps / CLIP:>15.1f}")
+    rf = VideoReformatter()
+    back = np.stack([rf.reformat(rf.reformat(av.VideoFrame.from_ndarray(f, format="rgb24"), format="yuv420p"),
+                                 format="rgb24").to_ndarray() for f in frames])
+    print(f"{'4:2:0 conversion alone (ceiling)':<34} {'-':>6} {psnr(frames, back).mean():>9.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for crf, gop in ((18, 8), (20, 8), (20, 16), (23, 8)):
+            folder = Path(tmp) / f"{crf}_{gop}"
+            folder.mkdir()
+            with open(folder / "bench.h264", "wb") as f:
+                w = StoreWriter(f, SIZE, crf, gop, FPS)
+                w.write(frames)
+                w.close()
+            (folder / "bench.json").write_text(json.dumps({"frames": len(frames), "size": SIZE, "store": "h264",
+                                                       "gop": gop, "crf": crf, "packet_bytes": w.packet_bytes}))
+            r = StoreClips(folder, CLIP)
+            q = psnr(frames, r.read_frames("bench", 0, len(frames)))
+            _, cpu, _ = reads(r, len(frames), reads_s / 2)
+            tag = " (default)" if (crf, gop) == (20, 8) else ""
+            print(f"{f'h264 store crf {crf} gop {gop}{tag}':<34} {raw / sum(w.packet_bytes):>5.1f}x {q.mean():>9.2f} "
+                  f"{q.min():>6.2f} {cpu:>15.1f}")
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=60, help="length of each generated video")
@@ -197,10 +252,11 @@ def main() -> None:
         pk = np.array(side["packet_bytes"])
         key, delta = pk[:: side["gop"]].mean() / SIZE**2, np.delete(pk, np.s_[:: side["gop"]]).mean() / SIZE**2
         rb, sb = folder_bytes(work / "npy"), folder_bytes(work / "h264")
-        print(f"{name:<10} {n:>6} {rb / 1e6:>8.1f}MB {sb / 1e6:>7.2f}MB {rb / sb:>5.1f}x {q.mean():>8.2f}  {q.min():>6.2f}"
-              f" {key:>8.4f} {delta:>7.4f} | {cn:>16.2f} {ch:5.2f}")
-        figures[name] = {"frames": n, "raw_bytes": rb, "store_bytes": sb, "ratio": rb / sb, "psnr_mean": float(q.mean()),
-                         "psnr_min": float(q.min()), "key_bytes_per_px": float(key), "delta_bytes_per_px": float(delta),
+        print(f"{name:<10} {n:>6} {rb / 1e6:>8.1f}MB {sb / 1e6:>7.2f}MB {rb / sb:>5.1f}x {q.mean():>8.2f}  "
+              f"{q.min():>6.2f} {key:>8.4f} {delta:>7.4f} | {cn:>16.2f} {ch:5.2f}")
+        figures[name] = {"frames": n, "raw_bytes": rb, "store_bytes": sb, "ratio": rb / sb,
+                         "psnr_mean": float(q.mean()), "psnr_min": float(q.min()),
+                         "key_bytes_per_px": float(key), "delta_bytes_per_px": float(delta),
                          "decode_cpu_s_npy": cn, "decode_cpu_s_h264": ch,
                          "source_frames": round(probe_entry(video, "bench").duration_s * 30)}
     print("(targets: ratio >= 20x with mean PSNR >= 38 dB on the surgical content; testsrc2 is the worst case)")
@@ -213,6 +269,7 @@ def main() -> None:
     figures["encode_frames_per_cpu_s"] = len(frames) / (time.process_time() - c0)
     print(f"store encoding alone (x264 in-process, one thread): {figures['encode_frames_per_cpu_s']:.0f} frames per "
           "CPU-second\n")
+    alternatives(frames, args.reads_s)
 
     work = OUT / "store_surgical"
     readers = {"npy": open_clips(work / "npy", CLIP), "h264": open_clips(work / "h264", CLIP)}

@@ -135,7 +135,7 @@ class Counts:
 
 def count(manifest: Manifest, params: Params) -> Counts:
     d = params.data
-    usable = [v for v in manifest.usable()]
+    usable = manifest.usable()
     per_case: dict[str, int] = {}
     frames = 0
     for v in usable:
@@ -258,7 +258,8 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
         f"{fmt_bytes(total):>9}")
     if cache_dir.is_dir():
         have = sum(p.stat().st_size for p in cache_dir.iterdir() if p.is_file())
-        say(f"  {'decode cache on disk now (' + str(cache_dir.relative_to(REPO_ROOT) if cache_dir.is_relative_to(REPO_ROOT) else cache_dir) + ')':<{width}}  {fmt_bytes(have):>9}")
+        where = cache_dir.relative_to(REPO_ROOT) if cache_dir.is_relative_to(REPO_ROOT) else cache_dir
+        say(f"  {f'decode cache on disk now ({where})':<{width}}  {fmt_bytes(have):>9}")
     say("  (the h264 size is an estimate from bench/clip_store.py's surgical-like content; real footage differs:")
     say("   decode a few videos and compare with the line above)")
 
@@ -297,7 +298,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
             feature_cache_bytes(c.clips, nc, nf, enc.dim, rt.feature_dtype) <= budget * GB
         key = "frozen_cached" if cached else ("finetune" if method != "frozen" else None)
         if diffs or key is None:
-            why = ", ".join(diffs) if diffs else "frozen with the encoder on the fly (feature cache off or over budget)"
+            why = ", ".join(diffs) if diffs else "frozen with the encoder on the fly: no feature cache"
             say(f"{head}: not measured for these settings ({why})")
             continue
         lo, hi = gpu[key]["clips_per_s"]
@@ -325,5 +326,5 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
             "(feature-cache building and evaluation not included: not measured)")
         for price_name, price in ev.gpu_prices.items():
             say(f"    at evaluate.gpu_prices['{price_name}'] = {price:g} USD per GPU-hour: {gpu_lo * price:,.0f} - "
-                f"{gpu_hi * price:,.0f} USD ({gpu['device']} hours at that price; that GPU's own speed is not measured)")
+                f"{gpu_hi * price:,.0f} USD ({gpu['device']} hours at that price; that GPU's own speed: not measured)")
     return "\n".join(out)

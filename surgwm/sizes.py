@@ -92,7 +92,7 @@ def decode_cache_bytes(params: Any, durations: Iterable[float | None]) -> int:
 
 def decode_knobs(params: Any) -> list[str]:
     d, dp = params.data, params.decode
-    knobs = [f"decode.store: h264 (now npy; ~30x smaller)"] if dp.store == "npy" else \
+    knobs = ["decode.store: h264 (now npy; ~30x smaller)"] if dp.store == "npy" else \
         [f"decode.crf (now {dp.crf}; +6 roughly halves the store)"]
     return knobs + [f"data.size (now {d.size}; size is quadratic)", f"data.fps (now {d.fps:g})",
                     "fewer videos in data.root"]

@@ -153,8 +153,8 @@ def test_budget_refusal_before_any_write(both, capsys: pytest.CaptureFixture) ->
     with pytest.raises(BudgetError) as err:
         dec.decode(params("npy", budget=1e-4), m, cache)                        # 100 kB; the npy cache is ~1 MB
     text = str(err.value)
-    for words in ("the decode cache needs an estimated", "storage.budget_gb (0.0001 GB)", "decode.store: h264", "data.size (now 64",
-                  "data.fps"):
+    for words in ("the decode cache needs an estimated", "storage.budget_gb (0.0001 GB)", "decode.store: h264",
+                  "data.size (now 64", "data.fps"):
         assert words in text, text
     assert not cache.exists()
     (tmp / "params.yaml").write_text(yaml.safe_dump({"data": {"size": 64}, "storage": {"budget_gb": 1e-5}}))

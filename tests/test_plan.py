@@ -120,7 +120,8 @@ def test_feature_cache_over_budget_runs_the_encoder_on_the_fly(tmp_path: Path, c
     metrics = loop.train("frozen", params, out_dir=tmp_path / "run", metrics_dir=tmp_path / "metrics",
                          features_dir=tmp_path / "features", progress=False, **inputs)
     assert metrics["feature_cache"] == "off: over storage.budget_gb"
-    assert json.loads((tmp_path / "metrics" / "train_frozen.json").read_text())["feature_cache"] == metrics["feature_cache"]
+    written = json.loads((tmp_path / "metrics" / "train_frozen.json").read_text())
+    assert written["feature_cache"] == metrics["feature_cache"]
     assert not (tmp_path / "features").exists()                                  # nothing written
     assert "feature cache off" in caplog.text and "storage.budget_gb (1e-09 GB)" in caplog.text
     assert "runs on the fly" in caplog.text

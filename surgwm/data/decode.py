@@ -21,8 +21,8 @@ store of surgwm/data/store.py instead, from the same rgb24 stream, with the same
 Frames stream from ffmpeg's stdout in `decode.chunk_frames` chunks (memory flat in video length) into
 `.<video_id>.npy.tmp<pid>`; the header is rewritten with the true N, fsynced and os.replace'd into place,
 then the sidecar is written atomically. Before anything is written, the cache's estimated size
-(surgwm/sizes.py) is checked against `storage.budget_gb`. A rerun deletes leftover temp files unread, and the cache files of
-videos that are no longer in the manifest or no longer decode.
+(surgwm/sizes.py) is checked against `storage.budget_gb`. A rerun deletes leftover temp files unread, and the cache
+files of videos that are no longer in the manifest or no longer decode.
 
 Run: `python -m tasks.decode` (exit 1 only if no video is usable; reasons are in the output manifest).
 """
