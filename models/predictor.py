@@ -65,19 +65,41 @@ class Predictor(nn.Module):
         self.apply(_init)
 
     def forward(self, context: Tensor, grid: tuple[int, int, int], context_t: int) -> Tensor:
+        nc = context.shape[1]  # (B, Nc, enc_dim)
+        if not 0 < context_t < grid[0]:
+            raise ValueError(f"context_t={context_t} must be in 1..{grid[0] - 1} for a grid of {grid[0]} time steps")
+        x = self._trunk(context, grid, context_t, None)  # (B, Nc + Nf, dim)
+        return self.out_proj(self.norm(x[:, nc:]))  # (B, Nf, enc_dim)
+
+    def predict_all(self, context: Tensor, grid: tuple[int, int, int], context_t: int,
+                    masked: Tensor | None = None) -> Tensor:
+        """Predictions at EVERY position of the grid (B, N, enc_dim), context positions first.
+
+        Masked-modelling objectives (V-JEPA's own) need the context slots too: `masked` (B, Nc) bool replaces
+        those context tokens by the learned query, so the predictor must fill them in from the others.
+        context_t may equal the grid's time steps (no future: a whole clip with holes). The future part equals
+        forward(context, grid, context_t) when nothing is masked."""
+        if not 0 < context_t <= grid[0]:
+            raise ValueError(f"context_t={context_t} must be in 1..{grid[0]} for a grid of {grid[0]} time steps")
+        return self.out_proj(self.norm(self._trunk(context, grid, context_t, masked)))  # (B, N, enc_dim)
+
+    def _trunk(self, context: Tensor, grid: tuple[int, int, int], context_t: int, masked: Tensor | None) -> Tensor:
+        """Projected context (masked slots -> query) + one query per future position, through the blocks."""
         tg, hg, wg = grid
         b, nc, _ = context.shape  # (B, Nc, enc_dim)
-        if not 0 < context_t < tg:
-            raise ValueError(f"context_t={context_t} must be in 1..{tg - 1} for a grid of {tg} time steps")
         if nc != context_t * hg * wg:
             raise ValueError(f"got {nc} context tokens, expected {context_t}*{hg}*{wg}={context_t * hg * wg}")
         nf = (tg - context_t) * hg * wg
         rope = self.rope_for(grid, context.device)
-        x = torch.cat([self.in_proj(context), self.query.expand(b, nf, -1)], dim=1)  # (B, Nc + Nf, dim)
+        x = self.in_proj(context)  # (B, Nc, dim)
+        if masked is not None:
+            if masked.shape != (b, nc):
+                raise ValueError(f"masked must be (B, Nc) = {(b, nc)}, got {tuple(masked.shape)}")
+            x = torch.where(masked[..., None], self.query.to(x.dtype).expand_as(x), x)
+        x = torch.cat([x, self.query.expand(b, nf, -1)], dim=1)  # (B, Nc + Nf, dim)
         for block in self.blocks:
             x = block(x, rope)
-        return self.out_proj(self.norm(x[:, nc:]))  # (B, Nf, enc_dim)
-
+        return x
 
     def rope_for(self, grid: tuple[int, int, int], device: torch.device) -> tuple[Tensor, Tensor]:
         """cos/sin (Nc + Nf, head_dim/2) of the grid's positions, context first; constant, so kept per grid."""

@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """Does the pretrained tiny encoder transfer? Frozen features + linear probes on LABELLED synthetic cases.
 
-Data: the demo dataset's cases (surgwm.data.synthetic labelled stream, --seed 0 cases 0..--cases-1; the demo itself
-uses 12; more cases give less noisy numbers), rendered in memory at 4 fps, short side scaled to 64 and centre
-cropped to 64x64 like the pipeline's decode stage (torch antialiased resize instead of ffmpeg; no H.264). Each
-case is cut into --parts parts like the demo's mp4 parts; clips of 8 frames every 4 frames within a part, labelled
-as surgwm/data/clips.py does: motion and step at the clip's centre time, event = 1 if a `breach` event overlaps it.
+Data: the demo dataset's cases (surgwm.data.synthetic labelled stream, --seed 0 cases 0..--cases-1, as params.yaml's
+demo), drawn in memory exactly as scripts/pretrain_embedded.py draws its corpus (params.yaml's source size, data.fps,
+ffmpeg's scaler to short side data.size; no H.264), centre-cropped like the decode stage. Each case is cut into
+--parts parts like the demo's mp4 parts; clips of data.clip_frames frames every data.clip_stride frames within a
+part, labelled as surgwm/data/clips.py does: motion and step at the clip's centre time, event = 1 if a `breach`
+event overlaps it.
 
 Features, side by side (same clips, same probes):
   pretrained   the encoder in --pretrained (frozen) on the full 8-frame clip
@@ -44,10 +45,9 @@ import pretrain_embedded as pe  # noqa: E402  (also puts the repo root on sys.pa
 LABELS = ("motion", "step", "event")
 
 
-def clip_labels(plan, frames: int, parts: int, clip: int = pe.CLIP, stride: int = 4,
-                fps: float = pe.FPS) -> tuple[np.ndarray, np.ndarray]:
+def clip_labels(plan, frames: int, parts: int, clip: int, stride: int, fps: float) -> tuple[np.ndarray, np.ndarray]:
     """(starts (M,), labels (M, 3): motion, step, event) for clips within each part, as surgwm/data/clips.py."""
-    synthetic = pe.import_synthetic()
+    synthetic = pe.synthetic
     motion_index = {m: i for i, m in enumerate(synthetic.MOTION_CLASSES)}
     per_part = frames // parts
     starts, labels = [], []
@@ -64,26 +64,25 @@ def clip_labels(plan, frames: int, parts: int, clip: int = pe.CLIP, stride: int 
     return np.array(starts), np.array(labels)
 
 
-def load_clips(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 clips (M, 8, 64, 64, 3), labels (M, 3), case id (M,)."""
-    width, height = args.render_size
-    key = f"{args.seed}_{args.cases}_{args.seconds}_{args.parts}_{width}x{height}"
+def load_clips(args: argparse.Namespace, geo: "pe.Geometry", stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 clips (M, T, S, S, 3), labels (M, 3), case id (M,)."""
+    width, height = geo.source
+    key = f"{pe.code_hash()}_{args.seed}_{args.cases}_{args.seconds}_{args.parts}_{width}x{height}_{stride}"
     cache = Path(args.frames_cache) if args.frames_cache else None
     if cache and cache.is_file():
         data = np.load(cache)
         if str(data["key"]) == key:
             print(f"clips from {cache}", flush=True)
             return data["clips"], data["labels"], data["cases"]
-    synthetic = pe.import_synthetic()
-    arrays, stats = pe.render_cases("labelled", args.seed, list(range(args.cases)), args.seconds, width, height,
-                                    args.workers)
+    arrays, stats = pe.render_cases("labelled", args.seed, list(range(args.cases)), args.seconds, geo, args.workers)
     print(f"render: {stats}", flush=True)
     clips, labels, cases = [], [], []
     for case, arr in enumerate(arrays):
-        frames = pe.centre_crop(arr)  # (T, 64, 64, 3)
-        plan = synthetic.plan_case(args.seed, case, args.seconds, width / height, stream="labelled")
-        starts, lab = clip_labels(plan, len(frames), args.parts)
-        clips.append(np.stack([frames[s:s + pe.CLIP] for s in starts]))
+        x0 = (arr.shape[2] - geo.size) // 2
+        frames = arr[:, :, x0:x0 + geo.size]  # (T, S, S, 3): the decode stage's centre crop
+        plan = pe.synthetic.plan_case(args.seed, case, args.seconds, width / height, stream="labelled")
+        starts, lab = clip_labels(plan, len(frames), args.parts, geo.clip_frames, stride, geo.fps)
+        clips.append(np.stack([frames[s:s + geo.clip_frames] for s in starts]))
         labels.append(lab)
         cases.append(np.full(len(starts), case))
     out = np.concatenate(clips), np.concatenate(labels), np.concatenate(cases)
@@ -96,9 +95,9 @@ def load_clips(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.nda
 # ---------------------------------------------------------------- features
 
 def pixel_features(clips: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 255.0  # (M, T, 3, 64, 64)
-    m, t = x.shape[:2]
-    pooled = F.avg_pool2d(x.reshape(m * t, 3, pe.SIZE, pe.SIZE), pe.SIZE // 8)  # (M*T, 3, 8, 8)
+    x = torch.from_numpy(clips).permute(0, 1, 4, 2, 3).float() / 255.0  # (M, T, 3, S, S)
+    m, t, _, s, _ = x.shape
+    pooled = F.avg_pool2d(x.reshape(m * t, 3, s, s), s // 8)  # (M*T, 3, 8, 8)
     return pooled.reshape(m, -1).numpy()
 
 
@@ -108,7 +107,7 @@ def encoder_features(encoder, clips: np.ndarray, batch: int = 64) -> np.ndarray:
     from models import preprocess
 
     encoder.eval()
-    tg, hg, wg = encoder.grid(pe.CLIP, pe.SIZE, pe.SIZE)
+    tg, hg, wg = encoder.grid(*clips.shape[1:4])
     out = []
     for i in range(0, len(clips), batch):
         tok = encoder(preprocess(torch.from_numpy(clips[i:i + batch])))  # (B, N, D), t-major then h then w
@@ -222,7 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cases", type=int, default=24)
     p.add_argument("--seconds", type=float, default=60.0, help="case length (demo: 2 parts x 30 s)")
     p.add_argument("--parts", type=int, default=2)
-    p.add_argument("--render-size", type=pe.parse_size, default=(320, 240), help="demo: 320x240")
+    p.add_argument("--params", type=Path, default=pe.REPO / "params.yaml", help="geometry checked against --pretrained")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--frames-cache", default=None, help="npz to keep the rendered clips between runs")
     p.add_argument("--fractions", type=lambda s: [float(v) for v in s.split(",")], default=[0.1, 0.25, 1.0])
@@ -240,12 +239,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.time()
     from models import VideoEncoder, encoder_config
+    from surgwm.io import file_sha256
+    from surgwm.params import load_params
 
+    try:
+        geo = pe.geometry(args.pretrained, args.params)  # the encoder must fit the pipeline's clips
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stride = load_params(args.params).data.clip_stride
     pretrained = VideoEncoder.from_pretrained(args.pretrained)
     cfg = pretrained.config
-    arch = (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.crop_size, cfg.frames_per_clip)
-    if arch != (pe.ARCH["dim"], pe.ARCH["depth"], pe.ARCH["heads"], pe.SIZE, pe.CLIP):
-        print(f"warning: {args.pretrained} has (dim, depth, heads, crop, frames) {arch}, not params.yaml's", flush=True)
     seed = args.untrained_seed
     info_path = args.pretrained / "pretraining.json"
     if seed is None:
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     untrained = VideoEncoder.from_config(encoder_config(cfg.hidden_size, cfg.num_hidden_layers,
                                                         cfg.num_attention_heads, cfg.crop_size, cfg.frames_per_clip))
 
-    clips, labels, cases = load_clips(args)
+    clips, labels, cases = load_clips(args, geo, stride)
     n_pos = int(labels[:, 2].sum())
     print(f"{len(clips)} clips from {args.cases} cases; events in {n_pos} clips ({n_pos / len(clips):.1%}); "
           f"{time.time() - t0:.0f} s", flush=True)
@@ -274,8 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"probes {time.time() - t2:.0f} s, total {time.time() - t0:.0f} s", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        weights = args.pretrained / "model.safetensors"
         args.json.write_text(json.dumps({"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                                         "untrained_seed": seed, "clips": len(clips), "summary": summary,
+                                         "command": " ".join(["python", "scripts/transfer_check.py",
+                                                              *(sys.argv[1:] if argv is None else argv)]),
+                                         "pretrained_sha256": file_sha256(weights) if weights.is_file() else None,
+                                         "code_sha256": pe.code_hash(), "untrained_seed": seed,
+                                         "clips": len(clips), "cases": args.cases, "event_clips": n_pos,
+                                         "seconds": round(time.time() - t0, 1), "summary": summary,
                                          "all": {m: {lab: {str(fr): {str(c): v for c, v in byc.items()}
                                                            for fr, byc in byf.items()} for lab, byf in byl.items()}
                                                  for m, byl in res.items()}}, indent=1) + "\n")

@@ -3,7 +3,14 @@
 What a model must learn: the motion class needs two or more frames (start positions are random and the
 position marginals of opposite directions match); the step shows in the tissue pattern, its fat/fascia region,
 the instrument count and the motion mix, never in one constant colour (per-case colour jitter); rare `breach`
-events are gauze entering the field or the assisting instrument leaving it.
+events are gauze entering the field or the assisting instrument leaving it. The order of the steps varies between
+cases (step_order), so the next step is not a lookup in the official order.
+
+Reproducible to the byte on any x86-64 machine with the pinned versions (tests/test_repro.py): every float that
+decides a pixel comes from exact IEEE operations (the portable math below, integer noise), and ffmpeg/x264 run with
+bit-exact, CPU-independent, single-thread settings (surgwm/data/ffmpeg.py; docs/embedded_encoder.md says what
+differed before, as measured). A change here that moves pixels also needs the hashes in tests/test_repro.py and a
+re-made assets/vjepa2-tiny-surgical (tests/test_pretrain_embedded.py).
 """
 
 from __future__ import annotations
@@ -19,19 +26,96 @@ from typing import Iterator
 
 import numpy as np
 
-from surgwm.data.ffmpeg import ffmpeg_exe
+from surgwm.data.ffmpeg import NO_SIMD, SWS_FLAGS, X264_NO_ASM, X264_REPRODUCIBLE, ffmpeg_exe
 from surgwm.data.classes import EVENT_LABEL, MOTION_CLASSES, STEP_CLASSES
 
 SEGMENT_S = (3.0, 5.0)        # motion segments: longer than one 2 s clip at 4 fps; short, so many per case
 SPEED = (0.12, 0.22)          # linear motions, frame heights per second (capped so the path stays in view)
 EVENTS_PER_S = 1 / 15         # rare but learnable: ~1 in 5 clips of 2 s (stride 1 s) shows an event
 EVENT_S = (1.5, 3.0)
+ORDER_JITTER = 1.0            # step order: sd (in steps) of the noise on each step's place in the official order
+REVISIT_P = 0.5               # chance, per try, that a case goes back to a step it did earlier ...
+REVISITS = 2                  # ... tries per case
 JAW_MAX = 1.0                 # rad, fully open grasper
 SHAFT_R, WRIST_L, JAW_L, JAW_R = 0.035, 0.045, 0.09, 0.016  # instrument geometry, in frame heights
 TASK_COLUMNS = ("start_part", "start_time", "stop_part", "stop_time", "groundtruth_taskname")
 PART_COLUMNS = ("start_part", "start_time", "stop_part", "stop_time", "label")
 _STREAMS = {"labelled": 0, "corpus": 1}  # separate random streams: the corpus never repeats a labelled case
 _LINEAR = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+
+# ---------------------------------------------------------------- portable math (the same bits on every CPU)
+# numpy picks SIMD kernels for sin/cos/exp/pow by CPU (float32 results measured to differ in the last bit with
+# numpy's AVX2/AVX-512 kernels disabled), libm has FMA variants, and BLAS sums in CPU-specific orders. A last-bit
+# difference flips a rounding to uint8 now and then (about one texture pixel per step), and x264 turns one pixel
+# into a different file. Everything that decides a pixel therefore uses only + - * / sqrt rint ldexp (exact IEEE
+# operations, one numpy ufunc each, so nothing is fused) through the functions below: slower than libm, but the
+# textures are drawn once per step and the tracks are small.
+
+_PIO2 = (1.57079632673412561417e+00, 6.07710050630396597660e-11, 2.02226624871116645580e-21)  # fdlibm's pi/2 split
+_INV_PIO2 = 6.36619772367581382433e-01
+_LN2 = (6.93147180369123816490e-01, 1.90821492927058770002e-10)                                 # fdlibm's ln 2 split
+_INV_LN2 = 1.44269504088896338700e+00
+_SIN_C = tuple((-1) ** i / math.factorial(2 * i + 1) for i in range(10))  # Taylor, |r| <= pi/4: error < 1e-19
+_COS_C = tuple((-1) ** i / math.factorial(2 * i) for i in range(10))
+_EXP_C = tuple(1 / math.factorial(i) for i in range(15))                 # |r| <= ln2/2: error < 1e-18
+
+
+def _poly(x: np.ndarray, coeffs: tuple[float, ...]) -> np.ndarray:
+    """Horner's rule, one multiply and one add per step (never an FMA: separate ufuncs)."""
+    acc = np.full_like(x, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        acc = acc * x
+        acc = acc + c
+    return acc
+
+
+def psincos(x) -> tuple[np.ndarray, np.ndarray]:
+    """(sin x, cos x) in float64, bit-identical on every IEEE machine; accurate to ~1 ulp for |x| < 1e6."""
+    x = np.asarray(x, dtype=np.float64)
+    k = np.rint(x * _INV_PIO2)
+    r = x - k * _PIO2[0]   # k * _PIO2[i] is exact (33-bit constants): Cody-Waite reduction to |r| <= pi/4
+    r = r - k * _PIO2[1]
+    r = r - k * _PIO2[2]
+    r2 = r * r
+    s, c = _poly(r2, _SIN_C) * r, _poly(r2, _COS_C)
+    q = np.mod(k, 4.0)     # quadrant 0..3
+    sin = np.where(q == 0, s, np.where(q == 1, c, np.where(q == 2, -s, -c)))
+    cos = np.where(q == 0, c, np.where(q == 1, -s, np.where(q == 2, -c, s)))
+    return sin, cos
+
+
+def psin(x) -> np.ndarray:
+    return psincos(x)[0]
+
+
+def pcos(x) -> np.ndarray:
+    return psincos(x)[1]
+
+
+def pexp(x) -> np.ndarray:
+    """exp in float64, bit-identical everywhere; inputs clipped to [-700, 700]."""
+    x = np.clip(np.asarray(x, dtype=np.float64), -700.0, 700.0)
+    k = np.rint(x * _INV_LN2)
+    r = x - k * _LN2[0]
+    r = r - k * _LN2[1]
+    return np.ldexp(_poly(r, _EXP_C), k.astype(np.int32))  # ldexp scales by 2^k exactly
+
+
+def plog(x) -> np.ndarray:
+    """Natural log of positive float64 values, bit-identical everywhere (frexp + atanh series)."""
+    m, e = np.frexp(np.asarray(x, dtype=np.float64))  # x = m * 2^e, m in [0.5, 1): exact
+    low = m < 0.7071067811865476
+    m = np.where(low, m * 2, m)                        # m in [0.707, 1.414)
+    e = np.where(low, e - 1, e).astype(np.float64)
+    s = (m - 1) / (m + 1)                              # |s| <= 0.172
+    s2 = s * s
+    series = _poly(s2, tuple(2 / (2 * i + 1) for i in range(12))) * s
+    return e * _LN2[0] + (e * _LN2[1] + series)
+
+
+def ppow(x, a: float) -> np.ndarray:
+    return pexp(a * plog(x))
 
 
 @dataclass(frozen=True)
@@ -189,13 +273,35 @@ def _events(rng: np.random.Generator, duration: float, steps: list[Step], aspect
     return sorted(events, key=lambda e: e.start)
 
 
+def step_order(rng: np.random.Generator, n_seg: int) -> list[int]:
+    """The steps of one case, in the order they happen: it varies between cases, as in real training sessions.
+
+    A random subset of the steps (about one per three motion segments), each placed at its index in the official
+    order plus Gaussian noise of ORDER_JITTER steps (neighbours swap, now and then a step moves further), then up
+    to REVISITS returns to a step done earlier in the case, each with probability REVISIT_P (never next to
+    itself). Every step keeps its own look, so a step's label stays learnable from its frames."""
+    n = len(STEP_CLASSES)
+    k = int(np.clip(round(n_seg / 3), 1, n))
+    chosen = rng.choice(n, size=k, replace=False)
+    order = [int(v) for v in chosen[np.argsort(chosen + rng.normal(0, ORDER_JITTER, k), kind="stable")]]
+    for _ in range(REVISITS):
+        if len(order) >= min(n_seg, 2 * k) or len(order) < 2 or rng.random() >= REVISIT_P:
+            continue
+        pos = int(rng.integers(2, len(order) + 1))  # insert before order[pos]: after at least two steps
+        later = order[pos] if pos < len(order) else None
+        earlier = sorted({v for v in order[:pos - 1]} - {order[pos - 1], later})
+        if earlier:
+            order.insert(pos, earlier[int(rng.integers(len(earlier)))])
+    return order
+
+
 def plan_case(seed: int, case: int, duration: float, aspect: float = 4 / 3, stream: str = "labelled") -> CasePlan:
     """Deterministic in (seed, case, stream, duration, aspect); rendering adds no randomness."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, case, _STREAMS[stream]]))
     bounds = _bounds(rng, duration)
     n_seg = len(bounds) - 1
-    k = int(np.clip(round(n_seg / 3), 1, len(STEP_CLASSES)))
-    chosen = np.sort(rng.choice(len(STEP_CLASSES), size=k, replace=False))
+    chosen = step_order(rng, n_seg)
+    k = len(chosen)
     least = 2 if n_seg >= 2 * k else 1
     sizes = least + rng.multinomial(n_seg - least * k, np.full(k, 1 / k)) if n_seg >= k else np.ones(n_seg, int)
     x0, x1, y0, y1 = _working_area(aspect)
@@ -234,13 +340,14 @@ def tip_track(plan: CasePlan, times: np.ndarray) -> np.ndarray:
         t = times[m] - seg.start
         if seg.motion.startswith("circle"):
             th = seg.theta0 + seg.omega * t
-            x, y = seg.p0[0] + seg.radius * np.cos(th), seg.p0[1] + seg.radius * np.sin(th)
+            sin, cos = psincos(th)
+            x, y = seg.p0[0] + seg.radius * cos, seg.p0[1] + seg.radius * sin
         else:
             x, y = seg.p0[0] + seg.vel[0] * t, seg.p0[1] + seg.vel[1] * t
         amp, hz, ph = seg.tremor
-        x = x + amp * np.sin(2 * math.pi * hz * t + ph)
-        y = y + amp * np.sin(2 * math.pi * hz * 1.31 * t + 2 * ph)
-        jaw = (JAW_MAX * (0.5 - 0.5 * np.cos(2 * math.pi * t / seg.jaw_period + seg.jaw_phase))
+        x = x + amp * psin(2 * math.pi * hz * t + ph)
+        y = y + amp * psin(2 * math.pi * hz * 1.31 * t + 2 * ph)
+        jaw = (JAW_MAX * (0.5 - 0.5 * pcos(2 * math.pi * t / seg.jaw_period + seg.jaw_phase))
                if seg.motion == "grasp" else np.full_like(t, seg.jaw))
         out[m] = np.stack([x, y, jaw], axis=1)
     return out
@@ -249,12 +356,33 @@ def tip_track(plan: CasePlan, times: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- drawing (pixels)
 
 
+def _box_width(sigma_px: float) -> int:
+    """Odd width of a box filter that, applied 3 times, has about the variance of a Gaussian of `sigma_px`."""
+    return 2 * int(round((math.sqrt(4 * sigma_px * sigma_px + 1) - 1) / 2)) + 1
+
+
+def _box_wrap(a: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """Sum over a centred window of `width` (odd) along `axis`, wrapping around: integer in, integer out (exact)."""
+    n, r = a.shape[axis], width // 2
+    padded = np.take(a, np.arange(-r - 1, n + r) % n, axis=axis)  # one extra leading element for the difference
+    c = np.cumsum(padded, axis=axis)
+    return np.take(c, np.arange(width, n + width), axis=axis) - np.take(c, np.arange(0, n), axis=axis)
+
+
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, sigma_px: float) -> np.ndarray:
-    """Gaussian-filtered white noise (FFT), unit variance: organic texture without scipy."""
-    white = rng.standard_normal((h, w)).astype(np.float32)
-    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
-    out = np.fft.irfft2(np.fft.rfft2(white) * np.exp(-2 * (math.pi * sigma_px) ** 2 * (fx**2 + fy**2)), s=(h, w))
-    return ((out - out.mean()) / (out.std() + 1e-8)).astype(np.float32)
+    """Smoothed white noise, zero mean and unit variance, periodic: organic texture without scipy.
+
+    Integer white noise blurred by three box filters per axis in int64 (exact on every CPU; a Gaussian blur by
+    FFT would use libm's sin/cos twiddles and numpy's CPU-dependent exp), then standardised in float64."""
+    out = rng.integers(-512, 512, size=(h, w), dtype=np.int64)
+    k = _box_width(sigma_px)
+    if k > 1:
+        for axis in (0, 1):
+            for _ in range(3):
+                out = _box_wrap(out, k, axis)   # |values| < 512 * k^6 < 2^53: exact in float64 below
+    x = out.astype(np.float64)
+    x = x - x.mean()
+    return (x / (x.std() + 1e-8)).astype(np.float32)
 
 
 def _tissue(plan: CasePlan, style_index: int, h: int, w: int, H: int, W_: int) -> np.ndarray:
@@ -264,15 +392,19 @@ def _tissue(plan: CasePlan, style_index: int, h: int, w: int, H: int, W_: int) -
     big, mid, fine = (_smooth_noise(rng, h, w, s * H) for s in (0.12, 0.03, 0.006))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / H
     ang = style.angle + plan.angle_jitter
-    u = xx * math.cos(ang) + yy * math.sin(ang)
-    vessel = np.exp(-np.sin(2 * math.pi * style.freq * u + 1.8 * big + rng.uniform(0, 6.3)) ** 2 / 0.03)
+    sin_a, cos_a = (float(v) for v in psincos(ang))
+    u = xx * np.float32(cos_a) + yy * np.float32(sin_a)
+    phase = 2 * math.pi * style.freq * u.astype(np.float64) + 1.8 * big + rng.uniform(0, 6.3)
+    vessel = pexp(-np.square(psin(phase)) / 0.03).astype(np.float32)
     shade = (1 + 0.16 * big + 0.07 * mid + 0.04 * fine)[..., None]
     img = np.array(plan.tissue, np.float32) * shade
     img = img * (1 - 0.5 * vessel[..., None]) + vessel[..., None] * np.array([95, 25, 55], np.float32) * 0.5
     cx, cy, r = style.region
-    d = np.hypot(xx - cx * w / H, yy - cy * h / H) / r + 0.15 * mid
-    region = (1 / (1 + np.exp(np.clip((d - 1) / 0.06, -30, 30))))[..., None]
-    tint = np.array(style.tint, np.float32) * (np.array(plan.tissue, np.float32) / np.array([178, 68, 60])) ** 0.3
+    ex, ey = xx - np.float32(cx * w / H), yy - np.float32(cy * h / H)
+    d = np.sqrt(ex * ex + ey * ey) / np.float32(r) + 0.15 * mid
+    region = (1 / (1 + pexp(np.clip((d - 1) / 0.06, -30, 30)))).astype(np.float32)[..., None]
+    tint = (np.array(style.tint, np.float64)
+            * ppow(np.array(plan.tissue, np.float64) / np.array([178, 68, 60]), 0.3)).astype(np.float32)
     img = img * (1 - 0.75 * region) + 0.75 * region * tint * shade
     spec = np.clip((fine + 0.6 * mid - 3.0) * 2.5, 0, 1)[..., None]
     img = img * (1 - spec) + 250 * spec
@@ -362,14 +494,14 @@ def _paint(img: np.ndarray, pieces: list, color: np.ndarray, shadow: tuple[int, 
 def _instrument(img: np.ndarray, entry: np.ndarray, tip: np.ndarray, jaw: float, H: int, metal: np.ndarray) -> None:
     """Shaft from outside the frame to the wrist (with its shadow), a dark wrist, two jaws opened by `jaw` rad."""
     d = tip - entry
-    d = d / (np.linalg.norm(d) + 1e-9)
+    d = d / (math.sqrt(float(d[0]) * float(d[0]) + float(d[1]) * float(d[1])) + 1e-9)  # not BLAS: CPU-free
     wrist = tip + WRIST_L * H * d
     shape = img.shape[1:]
     shadow = (int(round(0.045 * H)), int(round(0.03 * H)))
     _paint(img, _bar(shape, entry, tip, SHAFT_R * H), metal, shadow)
     _paint(img, _bar(shape, tip, wrist, SHAFT_R * H * 0.9), _WRIST)
     for sign in (-1, 1):
-        c, s = math.cos(sign * jaw / 2), math.sin(sign * jaw / 2)
+        s, c = (float(v) for v in psincos(sign * jaw / 2))
         j = np.array([d[0] * c - d[1] * s, d[0] * s + d[1] * c])
         _paint(img, _bar(shape, wrist, wrist + JAW_L * H * j, JAW_R * H), metal * 0.75)
 
@@ -383,8 +515,10 @@ def _gauze(event: Event, H: int) -> np.ndarray:
     n = max(int(event.size * H), 4)
     yy, xx = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / n - 0.5
     warp = _smooth_noise(rng, n, n, 0.12 * n)
-    alpha = np.clip((0.42 - np.hypot(xx, yy * 1.2) + 0.06 * warp) * n / 2, 0, 1)
-    weave = 0.93 + 0.04 * np.sin(xx * n * 1.6) * np.sin(yy * n * 1.6) + 0.03 * _smooth_noise(rng, n, n, 1.0)
+    yy12 = yy * np.float32(1.2)
+    alpha = np.clip((0.42 - np.sqrt(xx * xx + yy12 * yy12) + 0.06 * warp) * n / 2, 0, 1)
+    weave = (0.93 + 0.04 * (psin(xx * n * 1.6) * psin(yy * n * 1.6)).astype(np.float32)
+             + 0.03 * _smooth_noise(rng, n, n, 1.0))
     gbr = _gbr((240, 238, 230))[:, None, None] * weave
     stain = np.clip(_smooth_noise(rng, n, n, 0.1 * n) - rng.uniform(0.8, 2.5), 0, 1)
     gbr = gbr * (1 - 0.6 * stain) + 0.6 * stain * _gbr((150, 30, 35))[:, None, None]
@@ -436,8 +570,8 @@ def _frames_gbrp(plan: CasePlan, width: int, height: int, fps: float, start_s: f
     for i, t in enumerate(times):
         k = min(max(int(np.searchsorted(step_starts, t, side="right")) - 1, 0), len(plan.steps) - 1)
         step = plan.steps[k]
-        ox = margin + int(round(min(ax * H, margin) * math.sin(2 * math.pi * t / px + phx)))
-        oy = margin + int(round(min(ay * H, margin) * math.sin(2 * math.pi * t / py + phy)))
+        ox = margin + int(round(min(ax * H, margin) * float(psin(2 * math.pi * t / px + phx))))
+        oy = margin + int(round(min(ay * H, margin) * float(psin(2 * math.pi * t / py + phy))))
         img = tissue(step.style)[:, oy:oy + H, ox:ox + W].copy()
         # cross-fade 1 s around step changes: the camera moves on to the next site
         for other in (k - 1, k + 1):
@@ -462,7 +596,7 @@ def _frames_gbrp(plan: CasePlan, width: int, height: int, fps: float, start_s: f
             elif ev.kind == "withdraw":
                 withdraw = max(withdraw, amount)
         if STEP_STYLES[step.style].instruments == 2 and withdraw < 0.97:
-            a = np.array(step.assist) * H + 0.003 * H * math.sin(2.1 * t + k)
+            a = np.array(step.assist) * H + 0.003 * H * float(psin(2.1 * t + k))
             _instrument(img, assist_entry, a + withdraw * (assist_entry - a), step.assist_jaw, H, metal * 0.92)
         x, y, jaw = track[i]
         _instrument(img, entry, np.array([x, y]) * H, float(jaw), H, metal)
@@ -495,13 +629,19 @@ def _check_size(width: int, height: int) -> None:
 
 
 def encode_mp4(frames: Iterator[np.ndarray], path: Path, width: int, height: int, fps: float,
-               pix_fmt: str = "rgb24") -> int:
-    """Pipe raw uint8 frames (rgb24 HWC, or gbrp planar) into libx264; one fixed thread and bitexact flags keep
-    the bytes reproducible on any machine."""
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", pix_fmt,
-           "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-", "-an", "-c:v", "libx264",
-           "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-threads", "1", "-flags:v", "+bitexact",
-           "-fflags", "+bitexact", "-map_metadata", "-1", "-movflags", "+faststart", str(path)]
+               pix_fmt: str = "rgb24", simd: bool = True) -> int:
+    """Pipe raw uint8 frames (rgb24 HWC, or gbrp planar) into libx264 and return how many were written.
+
+    The same frames give the same file on every x86-64 CPU: a bit-exact swscale conversion to yuv420p, x264's
+    cpu-independent mode, one thread, no timestamps or metadata (surgwm/data/ffmpeg.py says what each flag fixed,
+    as measured). `simd=False` runs the same encode on ffmpeg's and x264's C paths only (slow; for tests)."""
+    x264 = list(X264_REPRODUCIBLE)
+    if not simd:
+        x264[1] += ":" + X264_NO_ASM
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *(() if simd else NO_SIMD),
+           "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-",
+           "-an", "-filter_threads", "1", "-vf", f"scale=flags={SWS_FLAGS},format=yuv420p",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", *x264, "-movflags", "+faststart", str(path)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     n = 0
     try:
@@ -553,8 +693,9 @@ def part_frames(part_seconds: float, fps: float) -> int:
 
 
 def write_case(root: Path, plan: CasePlan, parts: int, width: int, height: int, fps: float,
-               labels: bool = True) -> list[Path]:
-    """Render one case continuously and cut it into part files; labels go to root/labels/<case>/."""
+               labels: bool = True, simd: bool = True) -> list[Path]:
+    """Render one case continuously and cut it into part files; labels go to root/labels/<case>/.
+    `simd=False` encodes on ffmpeg's and x264's C paths (the same bytes, slower: for tests)."""
     _check_size(width, height)
     n = part_frames(plan.duration / parts, fps)
     frames = _frames_gbrp(plan, width, height, fps, n_frames=n * parts)
@@ -562,7 +703,7 @@ def write_case(root: Path, plan: CasePlan, parts: int, width: int, height: int, 
     for p in range(1, parts + 1):
         path = root / plan.case / f"{plan.case}_video_part_{p:03d}.mp4"
         path.parent.mkdir(parents=True, exist_ok=True)
-        encode_mp4(itertools.islice(frames, n), path, width, height, fps, pix_fmt="gbrp")
+        encode_mp4(itertools.islice(frames, n), path, width, height, fps, pix_fmt="gbrp", simd=simd)
         paths.append(path)
     if labels:
         rows = label_rows(plan, parts, n / fps)
