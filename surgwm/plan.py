@@ -179,6 +179,12 @@ def gpu_applies(gpu: dict[str, Any], params: Params, enc: Encoder | None) -> lis
     return diffs
 
 
+def _same_device(device: str, price_name: str) -> bool:
+    """The report's rule (surgwm/evaluation/report.py): a price names its device exactly, case and spacing aside."""
+    norm = lambda s: " ".join(s.split()).casefold()   # noqa: E731
+    return norm(device) == norm(price_name)
+
+
 def _hours(s: float) -> str:
     return f"{s / 3600:,.1f} h" if s >= 360 else f"{s / 60:,.1f} min"
 
@@ -324,7 +330,15 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
     if gpu_hi:
         say(f"  GPU-hours of the training above ({gpu['device']}): {gpu_lo:,.1f} - {gpu_hi:,.1f} "
             "(feature-cache building and evaluation not included: not measured)")
+        priced = False
         for price_name, price in ev.gpu_prices.items():
-            say(f"    at evaluate.gpu_prices['{price_name}'] = {price:g} USD per GPU-hour: {gpu_lo * price:,.0f} - "
-                f"{gpu_hi * price:,.0f} USD ({gpu['device']} hours at that price; that GPU's own speed: not measured)")
+            if _same_device(gpu["device"], price_name):
+                priced = True
+                say(f"    cost at evaluate.gpu_prices['{price_name}'] = {price:g} USD per GPU-hour: "
+                    f"{gpu_lo * price:,.0f} - {gpu_hi * price:,.0f} USD")
+            else:
+                say(f"    cost at evaluate.gpu_prices['{price_name}']: n/a (a price applies to the device it names; "
+                    f"training on {price_name} is not measured)")
+        if not priced:
+            say(f"    add `{gpu['device']}: <USD per GPU-hour>` to evaluate.gpu_prices for a cost")
     return "\n".join(out)

@@ -66,6 +66,18 @@ def test_plan_for_surgvu_at_vitl_settings(capsys: pytest.CaptureFixture) -> None
     assert "evaluate frozen: not measured" in out and "GPU-hours" in out
 
 
+def test_cost_only_where_a_price_names_the_measured_gpu(capsys: pytest.CaptureFixture) -> None:
+    vitl = ["--surgvu", "--set", "data.size=256", "--set", "data.clip_frames=16", "--set", "model.context_frames=8",
+            "--set", "weights.model=facebook/vjepa2-vitl-fpc64-256", "--set", "model.predictor_dim=384",
+            "--set", "model.predictor_depth=12", "--set", "model.predictor_heads=12"]
+    prices = 'evaluate.gpu_prices={"NVIDIA H200": 2.0, "NVIDIA GeForce RTX 3090": 0.5}'
+    _, out, _ = run_plan(capsys, *vitl, "--set", prices)
+    assert "cost at evaluate.gpu_prices['NVIDIA H200'] = 2 USD per GPU-hour" in out
+    assert "cost at evaluate.gpu_prices['NVIDIA GeForce RTX 3090']: n/a" in out
+    _, out, _ = run_plan(capsys, *vitl)                                          # the default prices name no H200
+    assert "add `NVIDIA H200: <USD per GPU-hour>` to evaluate.gpu_prices" in out
+
+
 def test_surgvu_manifest_has_surgvus_shape() -> None:
     m = surgvu_manifest()
     assert len(m.videos) == SURGVU["videos"] and len({v.case for v in m.videos}) == SURGVU["cases"]
