@@ -147,9 +147,9 @@ def load_index(cache_dir: Path, video_id: str) -> VideoIndex:
 class StoreClips:
     """Clip reads from the h264 store; the same interface as ClipCache (surgwm/data/clips.py).
 
-    Per process: one open file per video (pread, no shared offset), one H.264 decoder, one swscale context.
-    Picklable for DataLoader workers: handles are reopened lazily in each process, never pickled or shared
-    across a fork.
+    Per process: one open file per video (pread, no shared offset), one H.264 decoder, one swscale context, so
+    one reader per thread. Picklable for DataLoader workers: handles are reopened lazily in each process, never
+    pickled or shared across a fork.
     """
 
     def __init__(self, cache_dir: str | Path, clip_frames: int):
