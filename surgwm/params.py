@@ -40,15 +40,56 @@ class SyntheticParams(Strict):
     fps: int = Field(15, gt=0)
 
 
+class BorderParams(Strict):
+    """Bands cut off the stored frame before the square crop (surgwm/data/geometry.py): top/bottom are fractions
+    of its height, left/right of its width. SurgVU: `bottom: 0.08` removes the tool-list banner (docs/data.md)."""
+
+    top: float = Field(0.0, ge=0, lt=0.5)
+    bottom: float = Field(0.0, ge=0, lt=0.5)
+    left: float = Field(0.0, ge=0, lt=0.5)
+    right: float = Field(0.0, ge=0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _leaves_a_frame(self) -> "BorderParams":
+        for a, b, what in (("top", "bottom", "height"), ("left", "right", "width")):
+            total = getattr(self, a) + getattr(self, b)
+            if total > 0.9:
+                raise ValueError(f"data.border.{a} + data.border.{b} = {total:g} leaves less than 10% of the "
+                                 f"frame {what}; the border is a thin band (e.g. SurgVU's banner: bottom 0.08)")
+        return self
+
+
+def default_labels_root(source: str, root: str) -> str:
+    """data.labels_root when it is null: labels/ inside data.root (the synthetic layout, and SurgVU when both
+    archives are unpacked into one folder); the folder source reads no label folder, so data.root itself
+    (dvc.yaml lists data.labels_root as a dependency of ingest, and DVC needs a path that exists)."""
+    if source == "folder":
+        return root
+    return f"{SYNTHETIC_ROOT if source == 'synthetic' else root.rstrip('/')}/labels"
+
+
 class DataParams(Strict):
     source: Literal["synthetic", "surgvu", "folder"] = "synthetic"
     root: str = SYNTHETIC_ROOT
+    labels_root: str | None = Field(None, description="surgvu: the folder holding <case>/tasks.csv (+ tools.csv); "
+                                    "null (outside params.yaml: DVC needs a path): labels/ inside data.root")
     labels_csv: str | None = None
+    border: BorderParams = BorderParams()
     fps: float = Field(4.0, gt=0, le=120)
     size: int = Field(64, ge=16, le=1024)
     clip_frames: int = Field(8, ge=2)
     clip_stride: int = Field(4, ge=1)
     synthetic: SyntheticParams = SyntheticParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_labels_root(cls, raw: Any) -> Any:
+        """null becomes the concrete default, so every dump of the params (DVC's `${data.labels_root}`) has a path."""
+        if isinstance(raw, dict) and raw.get("labels_root") is None:
+            source, root = raw.get("source", "synthetic"), raw.get("root", SYNTHETIC_ROOT)
+            if isinstance(source, str) and isinstance(root, str):
+                raw = {**raw, "labels_root": default_labels_root(source, root)}
+        return raw
 
     @model_validator(mode="after")
     def _root_matches_source(self) -> "DataParams":
@@ -61,12 +102,36 @@ class DataParams(Strict):
             root = resolve_path(self.root)
             if not root.is_dir():
                 raise ValueError(f"data.root '{self.root}' does not exist or is not a directory ({root})")
+        self._check_labels_root()
         if self.labels_csv is not None:
             if self.source != "folder":
                 raise ValueError("data.labels_csv is only used with data.source 'folder'")
             if not resolve_path(self.labels_csv).is_file():
                 raise ValueError(f"data.labels_csv '{self.labels_csv}' does not exist")
         return self
+
+    def _check_labels_root(self) -> None:
+        default = default_labels_root(self.source, self.root)
+        if self.source == "synthetic":
+            if self.labels_root.rstrip("/") != default and resolve_path(self.labels_root) != resolve_path(default):
+                raise ValueError(f"data.labels_root must be '{default}' when data.source is 'synthetic' "
+                                 f"(the synthesize stage writes the labels there); got '{self.labels_root}'")
+            return
+        labels = resolve_path(self.labels_root)
+        if self.source == "surgvu":
+            if labels.is_relative_to(resolve_path(SYNTHETIC_ROOT)):
+                raise ValueError(f"data.labels_root '{self.labels_root}' holds the synthetic demo's labels, not "
+                                 "SurgVU's: set it to the folder of the SurgVU label archive that holds "
+                                 "case_XXX/tasks.csv (e.g. <data.root>/labels when both archives are unpacked there)")
+            if not labels.is_dir():
+                which = " (the default: labels/ inside data.root)" if self.labels_root == default else ""
+                raise ValueError(f"data.labels_root '{self.labels_root}'{which} does not exist or is not a directory "
+                                 f"({labels}); data.root is '{self.root}'. SurgVU ships its labels as a separate "
+                                 "archive: set data.labels_root to the folder holding case_XXX/tasks.csv")
+        elif not labels.is_dir():
+            raise ValueError(f"data.labels_root '{self.labels_root}' does not exist ({labels}); the folder source "
+                             "reads no label folder, but dvc.yaml lists it as a dependency of ingest: set it to "
+                             "data.root's value")
 
 
 class DecodeParams(Strict):

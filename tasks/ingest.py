@@ -3,7 +3,9 @@
     python -m tasks.ingest
 
 Writes data/ingest/manifest.json (surgwm/data/ingest.py). A video that cannot be probed is kept with a one-line
-`error`; a bad label file stops the stage with the file, row and column.
+`error`; a malformed label file stops the stage with the file, row and column; so do a data.root without videos
+(the message says what is there) and, for SurgVU, a data.labels_root where no case has a tasks.csv. Cases without
+labels, part gaps and labels past a video's end are warnings (docs/data.md lists every text).
 """
 
 from __future__ import annotations

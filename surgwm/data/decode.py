@@ -4,7 +4,9 @@ from a `.npy` via mmap are ~3,000x faster than seeking in the source mp4 (see ST
 Frames are sampled at `data.fps` (ffmpeg's `fps` filter, placed before `scale` so only kept frames are
 scaled) and made `data.size` x `data.size` RGB by the aspect policy below.
 
-Aspect policy (version ASPECT_POLICY, part of the decode key):
+Aspect policy (version ASPECT_POLICY, part of the decode key; the filters live in surgwm/data/geometry.py):
+  0. `data.border` crops fixed bands (fractions of height/width, even pixels) first, e.g. SurgVU's banner;
+     a zero border adds no filter and no key entry, so default caches keep their bytes and keys;
   1. the display size honours the sample aspect ratio: display width = width * sar, display height = height;
   2. ONE `scale` filter maps the stored frame to exact dims whose SHORT display side is `size` and whose
      long side keeps the display aspect (rounded), so output pixels are square;
@@ -45,6 +47,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from surgwm.data.ffmpeg import ffmpeg_exe
+from surgwm.data.geometry import Border, Geometry, apply_geometry, output_dims, plan_geometry  # noqa: F401
 from surgwm.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest
 from surgwm.io import atomic_write_text, file_sha256
 from surgwm.params import Params, resolve_path
@@ -96,26 +99,18 @@ def npy_shape(path: Path) -> tuple[int, ...] | None:
 
 # ---------------------------------------------------------------- geometry and keys
 
-def output_dims(width: int, height: int, sar: float, size: int) -> tuple[int, int]:
-    """Scale target (w, h) in square pixels: short display side = size, long side keeps the display aspect."""
-    disp_w, disp_h = width * (sar if sar > 0 else 1.0), float(height)
-    if disp_w <= disp_h:
-        return size, max(size, round(disp_h * size / disp_w))
-    return max(size, round(disp_w * size / disp_h)), size
-
-
-def decode_key(fps: float, size: int) -> str:
-    """Everything besides the source bytes that changes the cached frames."""
+def decode_key(fps: float, size: int, border: Border | None = None) -> str:
+    """Everything besides the source bytes that changes the cached frames (a zero border is not in it)."""
     spec = {"fps": float(fps), "size": size, "aspect_policy": ASPECT_POLICY, "pix_fmt": "rgb24"}
+    if border is not None and not border.is_zero():
+        spec["border"] = border.key()
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def ffmpeg_command(path: str, fps: float, size: int, dims: tuple[int, int], threads: int) -> ffmpeg.nodes.OutputStream:
+def ffmpeg_command(path: str, fps: float, geometry: Geometry, threads: int) -> ffmpeg.nodes.OutputStream:
+    stream = ffmpeg.input(path, threads=threads, noautorotate=None)["v:0"]   # geometry was computed unrotated
     return (
-        ffmpeg.input(path, threads=threads, noautorotate=None)["v:0"]   # dims were computed unrotated
-        .filter("fps", fps=fps)
-        .filter("scale", dims[0], dims[1])
-        .filter("crop", size, size)                       # centred by default
+        apply_geometry(stream.filter("fps", fps=fps), geometry)
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, sn=None, dn=None)
         .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
     )
@@ -153,8 +148,11 @@ def _stream_frames(entry: VideoEntry, params: Params, tmp: Path) -> int:
     """Run ffmpeg into `tmp` (a .npy whose header is fixed up at the end); returns frames written."""
     size, fps = params.data.size, params.data.fps
     frame_bytes = size * size * 3
-    dims = output_dims(entry.width, entry.height, entry.sar, size)
-    cmd = ffmpeg_command(str(resolve_path(entry.path)), fps, size, dims, params.decode.threads)
+    try:
+        geometry = plan_geometry(entry.width, entry.height, entry.sar, size, Border.of(params.data))
+    except ValueError as err:
+        raise DecodeError(str(err)) from None
+    cmd = ffmpeg_command(str(resolve_path(entry.path)), fps, geometry, params.decode.threads)
     buf = bytearray(params.decode.chunk_frames * frame_bytes)   # (chunk, S, S, 3) reused for every chunk
     view = memoryview(buf)
     lines: collections.deque[str] = collections.deque(maxlen=20)
@@ -247,7 +245,8 @@ def cached_frames(cache_dir: Path, video_id: str, sha256: str, key: str, size: i
 
 def decode_video(entry: VideoEntry, params: Params, cache_dir: Path) -> Result:
     """Skip if cached for this content and key, else decode; failures become a Result with a reason."""
-    vid, size, key = entry.video_id, params.data.size, decode_key(params.data.fps, params.data.size)
+    vid, size = entry.video_id, params.data.size
+    key = decode_key(params.data.fps, size, Border.of(params.data))
     tmp = cache_dir / f".{vid}.npy.tmp{os.getpid()}"
     try:
         if not resolve_path(entry.path).is_file():

@@ -1,8 +1,13 @@
 """Parse and check label CSVs before anything trains on them; every error names file, row and column.
 
-SurgVU-style files (tasks.csv, and our motion.csv / events.csv) give intervals as (part, seconds in part) and
-may span parts; `split_by_part` turns them into per-part-file `Interval`s. The folder source's optional CSV
-gives `video,start_time,stop_time,label` with `video` relative to data.root.
+SurgVU-style files (tasks.csv, tools.csv, and our motion.csv / events.csv) give intervals as (part, seconds in
+part) and may span parts; `split_by_part` turns them into per-part-file `Interval`s. The folder source's optional
+CSV gives `video,start_time,stop_time,label` with `video` relative to data.root.
+
+What stops ingest and what does not: a malformed file (missing column, a cell that is not a number, a stop before
+its start, an unknown step name) is a LabelError naming file, row and column, because training on misread labels
+is worse than not training. Labels that run past the end of a video (the probed duration) are a warning naming
+file, row, column and overrun, and the interval is clipped: one overrunning row must not stop ingest of 155 cases.
 """
 
 from __future__ import annotations
@@ -12,17 +17,24 @@ import logging
 import math
 import re
 import unicodedata
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-from surgwm.data.manifest import STEP_CLASSES, Interval
+from surgwm.data.manifest import STEP_CLASSES, Interval, VideoEntry
 
 log = logging.getLogger(__name__)
 
 TOLERANCE_S = 0.5           # labels may overrun a probed duration by this much (then they are clipped)
 PART_COLUMNS = ("start_part", "start_time", "stop_part", "stop_time")
 TASK_COLUMN = "groundtruth_taskname"
+# SurgVU tools.csv: index,install_case_part,install_case_time,uninstall_case_part,uninstall_case_time,arm,
+# commercial_toolname,groundtruth_toolname; parts may be written `1.0`, times as HH:MM:SS.ffffff.
+TOOL_PART_COLUMNS = ("install_case_part", "install_case_time", "uninstall_case_part", "uninstall_case_time")
+TOOL_COLUMN = "groundtruth_toolname"
+# groundtruth_toolname values that name no tool: empty, and "nan(camera in)" (the endoscope going in)
+_NO_TOOL = re.compile(r"(nan|none|null)?(\s*\(.*\))?", re.IGNORECASE)
 FOLDER_COLUMNS = ("video", "start_time", "stop_time", "label")
 # SurgVU's released files spell steps as prose ("Rectal artery/vein", "Retraction and collision avoidance").
 _TASK_ALIASES = {"retraction_and_collision_avoidance": "retraction_collision_avoidance", "": "other"}
@@ -58,6 +70,38 @@ def normalise_task(name: str) -> str:
     """'Rectal artery/vein' -> 'rectal_artery_vein'; empty -> 'other' (as SurgVU's own tools read it)."""
     key = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
     return _TASK_ALIASES.get(key, key)
+
+
+def normalise_tool(name: str) -> str | None:
+    """'Needle Driver ' / 'needle  driver' -> 'needle_driver', ' Single Site"' -> 'single_site'; None for a row
+    that names no tool (empty, 'nan', 'nan(camera in)'). Spelling variants beyond case, spacing and punctuation
+    ('tip-up' vs 'tipup') are merged over the whole dataset by canonical_tools."""
+    text = unicodedata.normalize("NFKC", name).strip().strip("\"'").strip()
+    if _NO_TOOL.fullmatch(text):
+        return None
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or None
+
+
+def _compact(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def canonical_tools(counts: Mapping[str, int]) -> dict[str, str]:
+    """Normalised name -> class name; names equal but for separators ('tip_up_x' / 'tipup_x') are one class,
+    named by their most frequent spelling (ties: the one with more separators, then alphabetical)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in counts:
+        groups[_compact(name)].append(name)
+    out = {}
+    for names in groups.values():
+        best = sorted(names, key=lambda n: (-counts[n], -n.count("_"), n))[0]
+        out.update({n: best for n in names})
+    return out
+
+
+def tool_counts(videos: Sequence[VideoEntry]) -> Counter:
+    """Intervals per tool class over `videos` (the vocabulary with its support)."""
+    return Counter(iv.label for v in videos for iv in (v.tools or []))
 
 
 def parse_seconds(text: str) -> float:
@@ -130,20 +174,30 @@ def _part(path: Path, row: int, line: int, values: dict[str, str], column: str) 
 
 
 def read_part_csv(path: Path, label_column: str = "label", allowed: Sequence[str] | None = None,
-                  normalise=None, what: str = "label") -> list[PartSpan]:
-    """Read a SurgVU-style interval file; labels are normalised, then checked against `allowed` (if given)."""
+                  normalise: Callable[[str], str | None] | None = None, what: str = "label",
+                  columns: Sequence[str] = PART_COLUMNS, skipped: list[int] | None = None) -> list[PartSpan]:
+    """Read a SurgVU-style interval file; labels are normalised, then checked against `allowed` (if given).
+
+    `columns` names (start part, start time, stop part, stop time). A row whose label `normalise`s to None is
+    skipped before its other cells are read (its data row number is appended to `skipped`, if given).
+    """
     path = Path(path)
+    c_sp, c_st, c_ep, c_et = columns
     spans = []
-    for row, line, values in _rows(path, PART_COLUMNS + (label_column,)):
-        sp, ep = (_part(path, row, line, values, c) for c in ("start_part", "stop_part"))
-        st, et = (_number(path, row, line, values, c) for c in ("start_time", "stop_time"))
+    for row, line, values in _rows(path, tuple(columns) + (label_column,)):
         raw = values.get(label_column, "")
         label = normalise(raw) if normalise else raw
+        if label is None:
+            if skipped is not None:
+                skipped.append(row)
+            continue
+        sp, ep = (_part(path, row, line, values, c) for c in (c_sp, c_ep))
+        st, et = (_number(path, row, line, values, c) for c in (c_st, c_et))
         if allowed is not None and label not in allowed:
             raise LabelError(f"{_where(path, row, line, label_column)}: unknown {what} {raw!r}; "
                              f"allowed: {', '.join(allowed)}")
         if (ep, et) < (sp, st):
-            column = "stop_part" if ep < sp else "stop_time"
+            column = c_ep if ep < sp else c_et
             raise LabelError(f"{_where(path, row, line, column)}: stop (part {ep}, {et:g} s) is before "
                              f"start (part {sp}, {st:g} s)")
         spans.append(PartSpan(row, line, sp, st, ep, et, label))
@@ -155,6 +209,18 @@ def read_tasks(path: Path) -> list[PartSpan]:
     return read_part_csv(path, TASK_COLUMN, STEP_CLASSES, normalise_task, what="task name")
 
 
+def read_tools(path: Path, skipped: list[int] | None = None) -> list[PartSpan]:
+    """SurgVU `tools.csv`: one row per tool installed on an arm, keyed by its normalised `groundtruth_toolname`.
+
+    Why the ground-truth name and not `commercial_toolname`: the commercial name tells instrument models apart
+    ("Large Needle Driver", "Mega SutureCut Needle Driver") that the ground-truth name groups into the tool
+    classes SurgVU scores; the vocabulary is whatever classes the data holds (no fixed list), after
+    normalise_tool. Rows naming no tool (empty, 'nan(camera in)') are skipped and counted in `skipped`.
+    """
+    return read_part_csv(path, TOOL_COLUMN, None, normalise_tool, what="tool", columns=TOOL_PART_COLUMNS,
+                         skipped=skipped)
+
+
 def read_motion(path: Path, classes: Sequence[str]) -> list[PartSpan]:
     return read_part_csv(path, "label", classes, what="motion class")
 
@@ -163,14 +229,23 @@ def read_events(path: Path, labels: Sequence[str] = ("breach",)) -> list[PartSpa
     return read_part_csv(path, "label", labels, what="event label")
 
 
+def overrun_warning(where: str, t: float, video: str, dur: float, tolerance: float, dropped: bool) -> None:
+    """The one text for labels past the end of a video (ingest goes on, the interval is clipped)."""
+    what = "the interval starts after the end and is dropped" if dropped else "the interval is clipped to the video"
+    log.warning("%s: %g s is outside the video (%s lasts %g s): overrun %.3f s > tolerance %g s; %s",
+                where, t, video, dur, t - dur, tolerance, what)
+
+
 def split_by_part(spans: Sequence[PartSpan], durations: Mapping[int, float | None], path: Path,
-                  tolerance: float = TOLERANCE_S) -> dict[int, list[Interval]]:
+                  tolerance: float = TOLERANCE_S,
+                  time_columns: tuple[str, str] = ("start_time", "stop_time")) -> dict[int, list[Interval]]:
     """Per-part intervals in seconds from the start of each part file.
 
     A span from (1, 25) to (3, 10) becomes part 1 [25, end of part 1], part 2 [0, its duration], part 3 [0, 10].
     `durations` maps each part present on disk to its probed duration (None if the probe failed: its pieces
     are dropped, that video is unusable anyway). Parts absent from disk are skipped with a warning (a partial
-    download); times beyond a probed duration by more than `tolerance` are an error, smaller overruns are clipped.
+    download). Times beyond a probed duration are clipped to it: silently within `tolerance` (rounding of
+    the annotation tool), with a warning naming file, row, column and overrun beyond it.
     """
     out: dict[int, list[Interval]] = {p: [] for p in durations}
     missing: set[int] = set()
@@ -182,11 +257,12 @@ def split_by_part(spans: Sequence[PartSpan], durations: Mapping[int, float | Non
             dur = durations[part]
             if dur is None:
                 continue
-            for column, t in (("start_time", s.start_time if part == s.start_part else None),
-                              ("stop_time", s.stop_time if part == s.stop_part else None)):
+            for column, t in ((time_columns[0], s.start_time if part == s.start_part else None),
+                              (time_columns[1], s.stop_time if part == s.stop_part else None)):
                 if t is not None and t > dur + tolerance:
-                    raise LabelError(f"{_where(Path(path), s.row, s.line, column)}: {t:g} s is outside the video "
-                                     f"(part {part} lasts {dur:g} s; tolerance {tolerance:g} s)")
+                    overrun_warning(_where(Path(path), s.row, s.line, column), t, f"part {part}", dur, tolerance,
+                                    dropped=s.start_part == s.stop_part and s.start_time >= dur)
+                    break                                   # one warning per row and part
             start = min(s.start_time, dur) if part == s.start_part else 0.0
             stop = min(s.stop_time, dur) if part == s.stop_part else dur
             if stop > start:
@@ -220,8 +296,8 @@ def read_folder_labels(path: Path, videos: Mapping[str, float | None],
         if dur is not None:
             for column, t in (("start_time", start), ("stop_time", stop)):
                 if t > dur + tolerance:
-                    raise LabelError(f"{_where(path, row, line, column)}: {t:g} s is outside the video "
-                                     f"({rel} lasts {dur:g} s; tolerance {tolerance:g} s)")
+                    overrun_warning(_where(path, row, line, column), t, rel, dur, tolerance, dropped=start >= dur)
+                    break
             start, stop = min(start, dur), min(stop, dur)
         if stop > start:
             out.setdefault(rel, []).append(Interval(start=start, stop=stop, label=label))
