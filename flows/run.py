@@ -54,4 +54,4 @@ def run_pipeline(
         create_markdown_artifact(change.markdown(), key="params-overrides",
                                  description="params.yaml keys this run changed")
         results = pipeline(stages, str(root))
-    return [{"stage": r.stage, "ran": r.ran, "seconds": round(r.seconds, 1)} for r in results]
+    return [{"stage": r.stage, "ran": r.ran, "status": r.status, "seconds": round(r.seconds, 1)} for r in results]
