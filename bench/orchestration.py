@@ -19,10 +19,10 @@ overhead on the demo.
                  `dvc repro --single-item` commands its tasks ran (what `dvc repro` alone would also spend),
                  as a share of the flow process's wall time
 
---copy-of DIR runs everything against a temp copy of DIR's workspace (data/, metrics/, reports/, dvc.lock, params.yaml,
-the DVC cache) with this checkout's code and dvc.yaml, so DIR is never written. When the copy is stale only because
-this checkout's code or dvc.yaml differ from those that produced DIR's outputs, the bench records them in the copy's
-dvc.lock with `dvc commit -f` (outputs as they are; it prints the stages) so that the no-op runs have nothing to do.
+--copy-of DIR runs everything against a temp copy of DIR's workspace (data/, metrics/, reports/, dvc.lock, the DVC
+cache) with this checkout's code, dvc.yaml and params.yaml, so DIR is never written. When the copy is stale because
+these differ from those that produced DIR's outputs, the bench records them in the copy's dvc.lock with
+`dvc commit -f` (outputs as they are; it prints the stages), so that the no-op runs have nothing to do.
 
 It measures only (no pass/fail); the issue's targets are printed beside the figures. It refuses to run when the
 pipeline is not up to date, so the "no-op" runs never start a stage there. Every Prefect process uses
@@ -177,17 +177,17 @@ def time_flow(workdir: Path, code_dir: Path, api_url: str | None = None) -> dict
 
 
 def copy_workspace(src: Path, dest: Path) -> Path:
-    """A git + DVC checkout at dest with this checkout's code and dvc.yaml, and src's outputs, params and DVC cache;
-    `dvc commit -f` when it is stale (prints the stages), so a no-op has nothing to do. src is only read."""
+    """A git + DVC checkout at dest with this checkout's code, dvc.yaml and params.yaml, and src's outputs, dvc.lock
+    and DVC cache; `dvc commit -f` when it is stale (prints the stages), so a no-op has nothing to do. src is only
+    read."""
     for name in ("surgwm", "tasks", "models", "flows", "assets"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, dest / name)
     for name in ("data", "metrics", "reports"):
         if (src / name).exists():
             shutil.copytree(src / name, dest / name, symlinks=True)
-    for name in ("params.yaml", "dvc.lock"):
-        shutil.copy(src / name, dest / name)
+    shutil.copy(src / "dvc.lock", dest / "dvc.lock")
     (dest / ".dvc").mkdir()
     shutil.copy(src / ".dvc" / "config", dest / ".dvc" / "config")
     if (src / ".dvc" / "cache").exists():
@@ -195,8 +195,9 @@ def copy_workspace(src: Path, dest: Path) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     stale = stale_stages(dest)
     if stale:
-        print(f"the copy is stale for {len(stale)} stages ({', '.join(stale)}): this checkout's code or dvc.yaml "
-              f"differ from those that produced {src}'s outputs; recorded with `dvc commit -f` (outputs unchanged)")
+        print(f"the copy is stale for {len(stale)} stages ({', '.join(stale)}): this checkout's code, dvc.yaml or "
+              f"params.yaml differ from those that produced {src}'s outputs; recorded with `dvc commit -f` (outputs "
+              "unchanged)")
         r = _dvc(dest, "commit", "-f", "-q")
         if r.returncode != 0:
             raise SystemExit(f"dvc commit -f failed in {dest}:\n{r.stdout}\n{r.stderr}")
