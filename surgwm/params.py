@@ -291,8 +291,12 @@ class EvaluateParams(Strict):
     threads: int = Field(0, ge=0, le=256)
     convergence_metric: str = Field("val_loss", description="a key of train history records")
     convergence_fraction: float = Field(0.9, gt=0, le=1)
-    gpu_prices: dict[str, float] = Field(default_factory=lambda: {"A100 80GB": 2.50, "RTX 3090": 0.50},
-                                         description="USD per GPU-hour")
+    gpu_prices: dict[str, float] = Field(
+        default_factory=lambda: {"NVIDIA A100-SXM4-80GB": 2.50, "NVIDIA GeForce RTX 3090": 0.50},
+        description="USD per GPU-hour, keyed by the device name exactly as torch reports it (the train metrics' "
+                    "device_name); a price applies to that device only")
+    bootstrap_resamples: int = Field(1000, ge=100, le=100_000, description="report/register: bootstrap resamples "
+                                     "of the cases behind every 95 % interval (surgwm/evaluation/intervals.py)")
 
     @model_validator(mode="after")
     def _check(self) -> "EvaluateParams":
@@ -302,6 +306,9 @@ class EvaluateParams(Strict):
             raise ValueError(f"evaluate.probe_dim ({self.probe_dim}) must be a multiple of evaluate.probe_heads")
         if any(v < 0 for v in self.gpu_prices.values()):
             raise ValueError("evaluate.gpu_prices: prices must be >= 0 (USD per GPU-hour)")
+        if any(not k.strip() for k in self.gpu_prices):
+            raise ValueError("evaluate.gpu_prices: a device name is empty (use the name torch reports, e.g. "
+                             "'NVIDIA H100 80GB HBM3')")
         return self
 
 
@@ -310,8 +317,11 @@ class RegisterParams(Strict):
 
     experiment: str = Field("surgical-world-model", min_length=1)
     model_name: str = Field("surgical-world-model", min_length=1)
-    metric: str = Field("step.f1_video", description="dotted key of metrics/evaluate_<run>.json picking the best")
+    metric: str = Field("step.f1_video", description="dotted key of the `validation` block of "
+                        "metrics/evaluate_<run>.json: ranks the runs and gates the champion (never test scores)")
     greater_is_better: bool = True
+    data_license: str = Field("unspecified", min_length=1, description="the licence of the training data, "
+                              "written on every registered version's model card")
 
 
 # `register` names the stage's section; pydantic warns that the metaclass has a `register` method (ABC), but

@@ -1,9 +1,11 @@
-"""DVC stage `register`: log every run to MLflow, register the best world model, gate the champion.
+"""DVC stage `register`: log every run to MLflow, register the best world model ON VALIDATION, gate the champion.
 
     python -m tasks.register [--force-champion]
 
-surgwm/tracking/registry.py says how. Writes reports/register.json (run ids, version, aliases, the decision). An
-unreachable tracking store fails the stage naming the URI; nothing is lost (metrics/ stays) and a re-run logs all.
+surgwm/tracking/registry.py says how (selection and gate never read test scores; the champion moves only beyond
+the validation noise; each version carries a model card). Writes reports/register.json (run ids, version,
+aliases, the decision, the card). An unreachable tracking store fails the stage naming the URI; nothing is lost
+(metrics/ stays) and a re-run logs all.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""DVC stage `report`: reports/comparison.md and PNG charts from the measured metrics only.
+"""DVC stage `report`: reports/comparison.md, reports/comparison.json and PNG charts from measured outputs only.
 
     python -m tasks.report [--no-mlflow]
 
-surgwm/evaluation/report.py builds it; the stage also attaches it to the best MLflow run when the store answers.
+surgwm/evaluation/report.py renders what surgwm/evaluation/compare.py computes (95 % case-bootstrap intervals,
+reference rules, the winner rule, one sentence per claim); docs/evaluation_report.md says how to read it. The
+stage also attaches both files to the best MLflow run when the store answers.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from surgwm.evaluation.records import Record
-from surgwm.io import get_dotted
 
 LOSSES = ("temporal", "contrastive", "loss")
 
@@ -71,25 +70,82 @@ def plot_efficiency(records: Sequence[Record], path: Path) -> None:
     _save(plt, fig, path)
 
 
-def plot_metrics(records: Sequence[Record], k: int, path: Path) -> None:
+def plot_metrics(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Headline test metrics (reports/comparison.json rows with `better: high`): one bar per name with its 95 %
+    interval as an error bar, and the best reference rule as a grey tick."""
     plt = _plt()
-    keys = [("step.f1_video", "step F1"), ("step.acc", "step acc"), ("motion.acc", "motion acc"),
-            (f"anticipation.recall_at_{k}_encoder", f"antic. R@{k}"),
-            (f"anticipation.recall_at_{k}_world_model", f"antic. R@{k} +WM"), ("event.f1", "event F1"),
-            ("event.auroc", "event AUROC"), ("future.retrieval_top1", "future top-1")]
-    ok = [r for r in records if r.status == "ok"]
-    fig, ax = plt.subplots(figsize=(13, 4))
-    width = 0.8 / max(1, len(ok))
-    for i, r in enumerate(ok):
-        vals = [get_dotted(r.evaluate, key) for key, _ in keys]
-        xs = [j + i * width for j, v in enumerate(vals) if _num(v)]
-        ax.bar(xs, [v for v in vals if _num(v)], width, color=f"C{i}", label=r.name,
-               hatch="//" if r.kind == "baseline" else None)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))], [lab for _, lab in keys], fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test score")
+    rows = [r for r in rows if r.get("better") == "high"]
+    names = list(dict.fromkeys(n for r in rows for n in r["values"]))
+    fig, ax = plt.subplots(figsize=(max(8, 1.4 * len(rows) + 2), 4.2))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        pts = [(j, r["values"][name]) for j, r in enumerate(rows) if name in r["values"]
+               and _num(r["values"][name].get("point"))]
+        if not pts:
+            continue
+        xs = [j + i * width for j, _ in pts]
+        ys = [v["point"] for _, v in pts]
+        err = [[max(0.0, v["point"] - v["lo"]) if _num(v.get("lo")) else 0.0 for _, v in pts],
+               [max(0.0, v["hi"] - v["point"]) if _num(v.get("hi")) else 0.0 for _, v in pts]]
+        ax.bar(xs, ys, width, yerr=err, capsize=2, color=f"C{i}", label=name)
+    for j, r in enumerate(rows):
+        rule = r.get("best_rule")
+        v = (r.get("rules") or {}).get(rule or "", {}).get("point")
+        if _num(v):
+            ax.hlines(v, j - width / 2, j + 0.8 - width / 2, colors="0.3", linestyles="--", linewidth=1,
+                      label="best reference rule" if j == 0 else None)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(rows))], [_short(r["key"]) for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test score (95 % interval)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=min(5, len(ok)) or 1)
+    ax.legend(fontsize=7, ncol=min(5, len(names) + 1) or 1)
+    _save(plt, fig, path)
+
+
+def _short(key: str) -> str:
+    """A tick label for a metrics-JSON key: step.f1_video -> 'step F1', anticipation.recall_at_5_world_model ->
+    'antic. R@5 +WM'."""
+    task, _, name = key.partition(".")
+    if task == "anticipation" and name.startswith("recall_at_"):
+        k, _, who = name.removeprefix("recall_at_").partition("_")
+        return f"antic. R@{k}" + (" +WM" if who == "world_model" else "")
+    return {"f1_video": "step F1", "f1_video_official": "step F1\nofficial", "acc": f"{task} acc",
+            "f1": f"{task} F1", "auroc": f"{task} AUROC"}.get(name, key)
+
+
+def precision_recall(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every distinct threshold, highest threshold first."""
+    y = np.asarray(y) == 1
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
+    s, ys = np.asarray(scores)[order], y[order]
+    last = np.r_[s[1:] != s[:-1], True]
+    tp, fp = np.cumsum(ys)[last], np.cumsum(~ys)[last]
+    return tp / max(1, y.sum()), tp / (tp + fp)
+
+
+def plot_precision_recall(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """The rare event's precision-recall curves on the test cases (seed-mean scores per name); the dotted line is
+    the event rate (a random score's precision)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    rate = None
+    for i, (name, (y, s)) in enumerate(curves.items()):
+        if not (np.asarray(y) == 1).any():
+            continue
+        rec, prec = precision_recall(y, s)
+        rule = name.startswith("rule:")
+        ax.step(np.r_[0, rec], np.r_[prec[0], prec], where="post", color="0.4" if rule else f"C{i}",
+                linestyle="--" if rule else "-", label=name)
+        rate = float(np.mean(np.asarray(y) == 1))
+    if rate is not None:
+        ax.axhline(rate, color="0.6", linestyle=":", label=f"event rate {rate:.3f} (chance)")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("rare event: precision-recall (test cases)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     _save(plt, fig, path)
 
 

@@ -30,6 +30,10 @@ DEFAULT_DB = REPO_ROOT / "mlflow.db"
 ARTIFACTS = REPO_ROOT / "mlartifacts"
 DVC_LOCK = REPO_ROOT / "dvc.lock"
 DVC_TAGS = {"data/cache": "dvc.data_cache", "data/weights": "dvc.weights"}  # dvc.lock out path -> tag
+# MLflow's UI shows an experiment as model training (runs, metrics, models) rather than GenAI (traces, prompts)
+# when this experiment tag says so (mlflow/server/js reads `mlflow.experimentKind`; values include
+# custom_model_development, genai_development, finetuning); without it the UI guesses, and may pick GenAI.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -87,19 +91,23 @@ def connect(uri: str | None = None):
 
 
 def experiment_id(client: Any, name: str) -> str:
-    """Get or create the experiment, with an explicit artifact location for local stores."""
+    """Get or create the experiment, with an explicit artifact location for local stores, opening in MLflow's
+    model-training view (EXPERIMENT_KIND; set on older experiments too)."""
     from mlflow.exceptions import MlflowException
 
+    key, kind = EXPERIMENT_KIND
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name))
-    except MlflowException:  # created meanwhile by another process
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri, name),
+                                            tags={key: kind})
+        except MlflowException:  # created meanwhile by another process
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if key not in (exp.tags or {}):
+        client.set_experiment_tag(exp.experiment_id, key, kind)
+    return exp.experiment_id
 
 
 def git_commit(repo: Path = REPO_ROOT) -> dict[str, str]:

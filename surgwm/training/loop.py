@@ -52,7 +52,7 @@ from surgwm.training.checkpoint import (CHECKPOINT_NAME, remove_stale_temps, res
 from surgwm.io import fingerprint
 from surgwm.training.features import FeatureStore, feature_key, open_or_build
 from surgwm.device import device_name, resolve_device
-from surgwm.io import atomic_write_text, write_json
+from surgwm.io import atomic_write_text, read_json, write_json
 from surgwm.training.runs import save_models
 from surgwm.training.methods import Models, RunConfig, architecture, build, resolve, weights_info
 from surgwm.params import Params
@@ -184,12 +184,13 @@ def peak_memory(device: torch.device) -> dict[str, Any]:
             "peak_memory_kind": "process RSS"}
 
 
-def write_outputs(run: Run, data: Data, out_dir: Path, metrics_dir: Path, extra: dict[str, Any]) -> None:
+def write_outputs(run: Run, data: Data, out_dir: Path, metrics_dir: Path, extra: dict[str, Any],
+                  more: dict[str, Any] | None = None) -> None:
     """Final encoder + predictor (surgwm/training/runs.py), config.json and metrics, each replaced atomically."""
     save_models(out_dir, run.models.target, run.models.predictor, run.cfg.model.context_frames)
     write_json(out_dir / "config.json", {**run.cfg.to_json(), **extra})
     write_json(metrics_dir / f"train_{run.cfg.name}_history.json", run.history)
-    write_json(metrics_dir / f"train_{run.cfg.name}.json", final_metrics(run, data))
+    write_json(metrics_dir / f"train_{run.cfg.name}.json", final_metrics(run, data) | (more or {}))
 
 
 def params_digest(models: Models) -> str:
@@ -263,16 +264,24 @@ def _train(cfg: RunConfig, d: ddp.Dist, cache_dir: Path, manifest_path: Path, we
                  len(data.split.val), len(data.split.val_cases), run.steps_per_epoch, t.epochs, device, d.world,
                  run.precision)
 
-    if cfg.uses_feature_cache and run.step < total:
+    # the feature cache's build time is part of the run's cost (the report adds it); kept beside the cache, so a
+    # resumed run, or another run reusing the cache, still counts it
+    build_record = None
+    if cfg.uses_feature_cache:
         key = feature_key(weights_sha or "", cfg.to_json()["data"], cfg.model.context_frames, t.feature_dtype,
                           data.signature)
+        build_record = features_dir / key / "build_time.json"
+    if cfg.uses_feature_cache and run.step < total:
         if d.main:
+            t0 = time.perf_counter()
             with oom_advice(cfg, d.world, "feature caching"):
                 data.store, built = open_or_build(
                     features_dir / key, data.clips, encoder=models.encoder, cache=data.cache,
                     context_frames=cfg.model.context_frames, batch_size=max(1, t.batch_size // d.world),
                     device=device, dtype=t.feature_dtype, autocast=run.autocast, progress=progress,
                     meta={"weights_sha256": weights_sha, "data": cfg.to_json()["data"]})
+            if built:
+                write_json(build_record, {"build_s": round(time.perf_counter() - t0, 3)})
             log.info("feature cache %s %s (%d clips)", features_dir / key, "built" if built else "reused",
                      len(data.store))
         ddp.barrier(d)
@@ -295,9 +304,11 @@ def _train(cfg: RunConfig, d: ddp.Dist, cache_dir: Path, manifest_path: Path, we
              "world_size": d.world, "device": str(device), "precision": run.precision, "torch": torch.__version__,
              "replicas_identical": True}
     metrics: dict[str, Any] = {}
+    record = read_json(build_record) if build_record is not None else None
+    more = {} if build_record is None else {"feature_cache_s": (record or {}).get("build_s")}
     if d.main:
-        write_outputs(run, data, out_dir, metrics_dir, extra)
-        metrics = final_metrics(run, data)
+        write_outputs(run, data, out_dir, metrics_dir, extra, more)
+        metrics = final_metrics(run, data) | more
     ddp.barrier(d)
     return metrics
 
