@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Completed, State
 
 from flows.dvc_stage import StageFailed, StageInterrupted, StageResult, error_line, run_dvc_stage
 from flows.dvc_status import PipelineStatus, pipeline_status
@@ -108,7 +108,7 @@ class StageRunner:
         if failed_upstream and not (after_failed_runs and all(s.split("@")[0] in PER_RUN for s in failed_upstream)):
             why = f"not started: {', '.join(failed_upstream)} failed"
             self.logger.warning("%s %s", stage, why)
-            self.rows.append({"stage": stage, "status": why, "seconds": 0.0})
+            self.rows.append({"stage": stage, "status": why, "seconds": None})
             return
         skip = self.dvc.up_to_date(stage) and not (self.dvc.upstream[stage] & self.handed_to_dvc)
         if not skip:
@@ -166,7 +166,7 @@ def _in(workdir: Path, path: Path) -> Path:
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient_only)
-def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT, up_to_date: bool = False):  # -> StageResult (or its state)
+def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT, up_to_date: bool = False) -> StageResult | State:
     """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names.
 
     `up_to_date`: DVC's status already said so (flows/dvc_status.py): start no command, end in state "Skipped"."""
