@@ -53,7 +53,7 @@ OUT = REPO / "bench" / "out"
 TARGETS = {"noop_dvc_s": 5.0, "noop_prefect_s": 20.0, "demo_overhead_fraction": 0.10}
 
 # Runs the flow in a child process (its cwd decides which checkout's `flows` is imported) and reports its own split.
-# The Prefect server is started (ephemeral) or reached (--skip-server off) before the flow call, so its start is timed
+# The Prefect server is started (ephemeral) or reached (the dedicated one) before the flow call, so its start is timed
 # on its own; the flow's client then finds it running, as the flow would have started it first thing. The DVC status
 # query is timed by the flow itself (PipelineStatus.seconds); the bench only keeps the object the flow got.
 FLOW_CHILD = """\
@@ -198,9 +198,10 @@ def copy_workspace(src: Path, dest: Path) -> Path:
         print(f"the copy is stale for {len(stale)} stages ({', '.join(stale)}): this checkout's code, dvc.yaml or "
               f"params.yaml differ from those that produced {src}'s outputs; recorded with `dvc commit -f` (outputs "
               "unchanged)")
-        r = _dvc(dest, "commit", "-f", "-q")
-        if r.returncode != 0:
-            raise SystemExit(f"dvc commit -f failed in {dest}:\n{r.stdout}\n{r.stderr}")
+        r = _dvc(dest, "commit", "-f")
+        if r.returncode != 0:   # e.g. an output this dvc.yaml declares that src's run did not write
+            raise SystemExit(f"dvc commit -f failed in {dest}: {src}'s outputs do not fit this checkout's dvc.yaml "
+                             f"(run the demo there again):\n{r.stdout}\n{r.stderr}")
     return dest
 
 
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--workdir", type=Path, default=REPO, help="an up-to-date pipeline checkout (default: this one)")
-    where.add_argument("--copy-of", type=Path, help="measure on a temp copy of this workspace's outputs (never written)")
+    where.add_argument("--copy-of", type=Path,
+                       help="measure on a temp copy of this workspace's outputs (it is never written)")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each no-op measurement")
     ap.add_argument("--single-items", action="store_true",
                     help="also time `dvc repro --single-item` for every stage (what the flow's tasks used to start)")
