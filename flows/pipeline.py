@@ -64,8 +64,8 @@ def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) ->
             stage("evaluate", run)
         for name in params.evaluate.baselines:           # foreach ${evaluate.baselines}
             stage("baseline", name)
-        stage("register", after_failed_runs=True)        # logs every run, failed ones as failed
-        stage("report", after_failed_runs=True)          # the comparison, failed runs with their reason
+        stage("register", despite=PER_RUN)               # logs every run, failed ones as failed
+        stage("report", despite=(*PER_RUN, "register"))  # the comparison, failed runs (and a failed register) with why
     return stage.finish()
 
 
@@ -97,15 +97,15 @@ class StageRunner:
     def selected(self, stage: str) -> bool:
         return stage in self.wanted or stage.split("@")[0] in self.wanted
 
-    def __call__(self, group: str, item: str | None = None, after_failed_runs: bool = False) -> None:
-        """Run stage `group@item` (or `group`); `after_failed_runs`: it runs even when train/evaluate/baseline
-        stages upstream of it failed (it reports them), but not after any other upstream failure."""
+    def __call__(self, group: str, item: str | None = None, despite: tuple[str, ...] = ()) -> None:
+        """Run stage `group@item` (or `group`); `despite`: stage groups whose failure upstream does not stop this
+        one (it reports them); any other upstream failure does."""
         stage = f"{group}@{item}" if item is not None else group
         self.called.append(stage)
         if not self.selected(stage):
             return
         failed_upstream = sorted(self.dvc.upstream.get(stage, frozenset()) & self.failed.keys())
-        if failed_upstream and not (after_failed_runs and all(s.split("@")[0] in PER_RUN for s in failed_upstream)):
+        if failed_upstream and not all(s.split("@")[0] in despite for s in failed_upstream):
             why = f"not started: {', '.join(failed_upstream)} failed"
             self.logger.warning("%s %s", stage, why)
             self.rows.append({"stage": stage, "status": why, "seconds": None})

@@ -112,9 +112,13 @@ def test_stale_stage_and_its_downstream_go_to_dvc(up_to_date_toy, tmp_path, pref
     # a shared stage: everything downstream of it stops, register and report too; weights does not depend on it
     ("decode", ["train@scratch", "train@frozen", "evaluate@scratch", "evaluate@frozen", "baseline@raw_pixels",
                 "register", "report"], ["decode", "weights"]),
+    # the tracking server is down: register fails, the report still says what was measured (and that nothing was logged)
+    ("register", [], ["decode", "weights", "train@scratch", "train@frozen", "evaluate@scratch", "evaluate@frozen",
+                      "baseline@raw_pixels", "register", "report"]),
 ])
 def test_failure_stops_only_what_depends_on_it(tmp_path, prefect_harness, fails, not_started, ran_after):
-    """The flow's policy: `dvc repro --keep-going`, except that register and report run after failed runs."""
+    """The flow's policy: `dvc repro --keep-going`, except that register and report run after failed runs (and
+    report after a failed register)."""
     project = make_toy(tmp_path / "toy")
     (project / f"FAIL_{fails}").touch()
     state, rows, _ = run_flow(project)
