@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-ui test-fast bench lock repro push pull plots params clean prefect-ui mlflow-ui report serve
+.PHONY: setup demo test test-ui test-fast bench lock repro push pull plots params plan clean prefect-ui mlflow-ui report serve
 
 setup: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): requirements.lock pyproject.toml
 
 params: setup
 	$(PY) -m surgwm.params
+
+# Before a run: sizes, clip counts and measured-throughput times for params.yaml and the ingested manifest
+# (docs/plan.md). PLAN_ARGS="--surgvu" plans for SurgVU 2024 without the data.
+plan: setup
+	$(PY) -m tasks.plan $(PLAN_ARGS)
 
 demo: setup
 	$(PY) -m flows.pipeline

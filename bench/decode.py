@@ -1,9 +1,11 @@
 """Benchmark the decode stage against plain ffmpeg, cached-clip reads, and decode memory at two lengths.
 
     .venv/bin/python bench/decode.py [--video PATH] [--seconds 60] [--long-factor 4] [--threads 2] [--repeat 2]
+                                     [--store npy|h264]
 
 Without --video it generates a 720p30 H.264 test video (testsrc2 + temporal noise, ~15 Mbit/s) into bench/out/.
-The long video is the same file looped with stream copy, so only its length differs.
+The long video is the same file looped with stream copy, so only its length differs. --store h264 measures the
+decode stage writing the compressed clip store instead of raw .npy (bench/clip_store.py compares the two).
 CPU = user+sys of child processes (getrusage RUSAGE_CHILDREN deltas), measured side by side and alternated;
 timing noise on shared 2-core machines is large, CPU time much less so.
 """
@@ -79,6 +81,9 @@ def run_child(cmd: list[str]) -> tuple[float, float, str]:
     return children_cpu() - c0, time.perf_counter() - t0, out
 
 
+STORE = "npy"
+
+
 def ours(video: Path, threads: int, tag: str, sample: bool = False) -> tuple[float, float, dict]:
     """The decode stage's own code in a fresh process (imports included), cache emptied first."""
     work = OUT / f"run_{tag}"
@@ -86,7 +91,8 @@ def ours(video: Path, threads: int, tag: str, sample: bool = False) -> tuple[flo
     work.mkdir(parents=True)
     write_manifest(Manifest(source="folder", root=str(video.parent), videos=[probe_entry(video, "bench")]),
                    work / "manifest.json")
-    cmd = [sys.executable, __file__, "--child", str(work), "--threads", str(threads)] + (["--sample"] if sample else [])
+    cmd = [sys.executable, __file__, "--child", str(work), "--threads", str(threads), "--store", STORE] + \
+        (["--sample"] if sample else [])
     cpu, wall, out = run_child(cmd)
     return cpu, wall, json.loads(out.strip().splitlines()[-1])
 
@@ -138,10 +144,10 @@ class PeakRss:
         self._thread.join()
 
 
-def child(work: Path, threads: int, sample: bool) -> None:
+def child(work: Path, threads: int, sample: bool, store: str = "npy") -> None:
     """Runs inside the measured process: decode one video, report CPU split and (if sampling) peak RSS."""
     params = parse_params({"data": {"fps": FPS, "size": SIZE, "clip_frames": CLIP},
-                           "decode": {"workers": 1, "threads": threads, "chunk_frames": 32}})
+                           "decode": {"workers": 1, "threads": threads, "chunk_frames": 32, "store": store}})
     peak = PeakRss() if sample else None           # sampling only in the memory runs: it costs a little CPU
     out = decode(params, work / "manifest.json", work / "cache")
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -157,10 +163,10 @@ def child(work: Path, threads: int, sample: bool) -> None:
 def clip_throughput(cache_dir: Path, seconds: float = 3.0) -> tuple[float, int]:
     import numpy as np
 
-    from surgwm.data.clips import Clip, ClipCache
+    from surgwm.data.clips import Clip, open_clips
 
-    cache = ClipCache(cache_dir, CLIP)
-    n = cache.frames("bench").shape[0]                                   # (N, S, S, 3)
+    cache = open_clips(cache_dir, CLIP)                                  # whichever store the decode wrote
+    n = cache.num_frames("bench")
     rng = np.random.default_rng(0)
     reads, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -178,17 +184,20 @@ def main() -> None:
     ap.add_argument("--long-factor", type=int, default=4, help="the memory check also decodes the video looped N times")
     ap.add_argument("--threads", type=int, default=2, help="ffmpeg -threads for BOTH sides")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--store", choices=("npy", "h264"), default="npy", help="decode.store of the decode stage")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        return child(args.child, args.threads, args.sample)
+        return child(args.child, args.threads, args.sample, args.store)
+    global STORE
+    STORE = args.store
 
     video = args.video.resolve() if args.video else generate(OUT / f"bench_720p30_{args.seconds}s.mp4", args.seconds)
     e = probe_entry(video, "bench")
     print(f"video: {video} ({e.width}x{e.height} @ {e.fps:.2f} fps, {e.duration_s:.1f} s, "
           f"{video.stat().st_size * 8 / e.duration_s / 1e6:.1f} Mbit/s)")
-    print(f"decode: fps={FPS} size={SIZE}, -threads {args.threads} on both sides\n")
+    print(f"decode: fps={FPS} size={SIZE}, decode.store {args.store}, -threads {args.threads} on both sides\n")
 
     ref_cpu, our_cpu = [], []
     for i in range(args.repeat):                                         # alternate so drift hits both
@@ -204,8 +213,8 @@ def main() -> None:
     print(f"realtime factor (decode stage, CPU): {e.duration_s / statistics.median(our_cpu):.2f}x per CPU-second\n")
 
     rate, n = clip_throughput(OUT / "run_short" / "cache")
-    print(f"cached clip reads: {rate:,.0f} clips/s ({CLIP} frames at {SIZE}^2, random starts over {n} frames) "
-          f"(target >= 1,000)\n")
+    print(f"cached clip reads ({args.store}): {rate:,.0f} clips/s ({CLIP} frames at {SIZE}^2, random starts over "
+          f"{n} frames) (target >= 1,000 for npy; h264: bench/clip_store.py)\n")
 
     for tag, path in (("short", video), ("long", loop(video, args.long_factor))):
         _, _, m = ours(path, args.threads, tag, sample=True)

@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from surgwm.data.clips import ClipCache  # noqa: E402
+from surgwm.data.clips import open_clips  # noqa: E402
 from surgwm.data.manifest import read_manifest  # noqa: E402
 from surgwm.evaluation import metrics as M  # noqa: E402
 from surgwm.evaluation.probe_bank import Features  # noqa: E402
@@ -287,7 +287,7 @@ def tokens(args: argparse.Namespace, params: Params, tmp: Path) -> tuple[Any, An
         origin = "synthetic demo-scale video (no workspace found), untrained encoder: timings only"
     table = clip_table(read_manifest(manifest), params)
     split = split_cases(table.clips, params)
-    tok, rol = extract(src, ClipCache(cache, params.data.clip_frames), table.clips, np.arange(len(table.clips)),
+    tok, rol = extract(src, open_clips(cache, params.data.clip_frames), table.clips, np.arange(len(table.clips)),
                        params.evaluate.batch_size, device, tmp / "features", "float16", params.evaluate.rollouts)
     return table, split, np.asarray(tok), None if rol is None else np.asarray(rol), origin
 

@@ -30,8 +30,17 @@ class StageInterrupted(RuntimeError):
 class StageResult:
     stage: str
     ran: bool          # False when DVC found the stage up to date and skipped it
-    seconds: float
+    seconds: float     # the `dvc repro` command's wall time (0 when none was started)
     output_tail: str
+    # Who found it up to date: "dvc repro" (the stage's own `dvc repro --single-item`), or "dvc status" (the
+    # flow's one query before any task, flows/dvc_status.py: no dvc command was started for this stage).
+    decided_by: str = "dvc repro"
+
+    @property
+    def status(self) -> str:
+        if self.ran:
+            return "ran"
+        return "up to date, skipped" if self.decided_by == "dvc status" else "up to date"
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,6 +9,7 @@ previous file is kept under .pipeline/params-history/, and the run records the c
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
-from surgwm.io import atomic_write_text
+from surgwm.io import atomic_write_text, flatten, get_dotted, set_dotted
 from surgwm.params import Params, parse_params
 
 HISTORY = Path(".pipeline") / "params-history"
@@ -94,22 +95,23 @@ def _merge(node: Any, key: str, value: Any) -> None:
 
 
 def _set(doc: Any, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = doc
-    for key in parents:
-        if key not in node or not hasattr(node[key], "keys"):
-            node[key] = {}
-        node = node[key]
-    _merge(node, leaf, value)
+    """doc["a"]["b"] = value for "a.b" (surgwm/io.py), where a mapping value is merged in place (`_merge`)."""
+    parent, _, leaf = dotted.rpartition(".")
+    if parent and not isinstance(get_dotted(doc, parent), dict):
+        set_dotted(doc, parent, {})          # creates the missing mappings on the way, as `dvc exp run -S` does
+    _merge(get_dotted(doc, parent) if parent else doc, leaf, value)
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict) and d:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix.rstrip("."): d}
+_EMPTY = object()
+
+
+def _leaves(doc: Any) -> dict[str, Any]:
+    """{dotted key: value} per leaf (surgwm/io.py's flatten), where an empty mapping is a leaf too: dropping the run
+    `scratch: {}` is a change to record. json's object_hook marks the empty mappings for flatten in one pass."""
+    marked = json.loads(json.dumps(doc or {}, default=str), object_hook=lambda m: m or _EMPTY)
+    if marked is _EMPTY:
+        return {}
+    return {k: {} if v is _EMPTY else v for k, v in flatten(marked).items()}
 
 
 def edited_text(params_path: Path, overrides: dict[str, Any]) -> str:
@@ -133,7 +135,7 @@ def apply_overrides(params_path: Path, overrides: dict[str, Any], run: str = "")
     before_text = params_path.read_text()
     text = edited_text(params_path, overrides) if overrides else before_text
     params = parse_params(yaml.safe_load(text), str(params_path))
-    before, after = _flatten(yaml.safe_load(before_text) or {}), _flatten(yaml.safe_load(text) or {})
+    before, after = _leaves(yaml.safe_load(before_text)), _leaves(yaml.safe_load(text))
     changed = [(k, before.get(k), after.get(k)) for k in sorted(before.keys() | after.keys())
                if before.get(k) != after.get(k)]
     backup = None

@@ -3,7 +3,14 @@
     .venv/bin/python -m flows.pipeline            # what `make demo` runs (ephemeral local Prefect server)
     .venv/bin/python -m flows.pipeline decode     # one stage (and nothing else)
 
-DVC decides what is stale, so a flow run and `dvc repro` leave the same outputs and the same dvc.lock.
+DVC decides what is stale, so a flow run and `dvc repro` leave the same outputs and the same dvc.lock. The flow
+asks DVC once, before any task, which stages are stale (flows/dvc_status.py); a stage DVC reported up to date,
+none of whose upstream stages went to DVC in this run, is shown as a task in state "Skipped" and starts no
+`dvc` command. Every other stage runs `dvc repro --single-item STAGE`, and DVC decides as before.
+
+Failure policy (docs/operations.md): a failed stage stops the stages downstream of it, as `dvc repro --keep-going`
+does; independent stages go on. `register` and `report` still run after failed train/evaluate/baseline stages, so
+the report shows every run, failed ones with their reason. The flow then fails, naming every failed stage.
 """
 
 from __future__ import annotations
@@ -16,28 +23,130 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
                                update_progress_artifact)
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
-from flows.workspace_lock import workspace_lock
 from flows.dvc_stage import StageFailed, StageInterrupted, StageResult, error_line, run_dvc_stage
-from surgwm.io import read_json
+from flows.dvc_status import PipelineStatus, pipeline_status
+from flows.workspace_lock import workspace_lock
 from surgwm import paths
 from surgwm.failures import read_failure, record_failure
+from surgwm.io import read_json
 from surgwm.params import DEFAULT_PARAMS, Params, load_params
 
-# Pipeline order; tests check it equals the stages declared in dvc.yaml.
-STAGES: tuple[str, ...] = ("synthesize", "ingest", "decode", "weights", "train", "evaluate", "baseline", "register",
-                           "report")
-# Stages that dvc.yaml expands with `foreach` (one Prefect task per item: train@frozen, ...) -> the params list.
-FOREACH = {"train": "train.methods", "evaluate": "train.methods", "baseline": "evaluate.baselines"}
-# A failure of one of these is one run's failure: the flow goes on with the others and the report shows it.
+# A failure of one of these is one run's failure (metrics/failures/<stage>@<name>.json): the others go on.
 PER_RUN = ("train", "evaluate", "baseline")
-# Stages that still run after a run failed, so the comparison covers every run that finished.
-AFTER_FAILURE = ("register", "report")
 REPORT = paths.REPO_ROOT / "reports" / "comparison.md"
 
 
 class PipelineFailed(RuntimeError):
     """Some stages failed; the others ran and the report shows the failures."""
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) -> list[StageResult]:
+    """Validate params.yaml, then run the stages as dvc.yaml draws them (in `workdir`, default this checkout):
+
+        synthesize -> ingest -> decode -> weights -> train@<run> -> evaluate@<run> -> baseline@<name> -> register
+        -> report
+
+    `stages` picks some: group names (`train`) or stage names (`train@frozen`); the others are left alone."""
+    root = Path(workdir) if workdir else paths.REPO_ROOT
+    params = load_params(root / DEFAULT_PARAMS.name)
+    with workspace_lock(root, run=flow_run.get_name() or "pipeline", log=get_run_logger().info):
+        stage = StageRunner(root, stages)                # asks DVC once which stages are stale
+        stage("synthesize")
+        stage("ingest")
+        stage("decode")
+        stage("weights")
+        for run in params.train.methods:                 # dvc.yaml: foreach ${train.methods}
+            stage("train", run)
+        for run in params.train.methods:                 # not started when train@<run> failed
+            stage("evaluate", run)
+        for name in params.evaluate.baselines:           # foreach ${evaluate.baselines}
+            stage("baseline", name)
+        stage("register", despite=PER_RUN)               # logs every run, failed ones as failed
+        stage("report", despite=(*PER_RUN, "register"))  # the comparison, failed runs (and a failed register) with why
+    return stage.finish()
+
+
+class StageRunner:
+    """One call per stage: start its task, or skip it when DVC already said it is up to date; record the outcome.
+
+    A stage DVC reported up to date is skipped (no `dvc` command) only while none of its upstream stages has gone
+    to DVC in this run: once one ran (or failed, or was restored from DVC's run-cache), the files it reads may
+    have changed, and `dvc repro --single-item` decides as it always did."""
+
+    def __init__(self, root: Path, wanted: Sequence[str] | None) -> None:
+        self.root = root
+        self.logger = get_run_logger()
+        self.dvc: PipelineStatus = pipeline_status(root, log=self.logger.info)
+        self.wanted = set(wanted or self.dvc.groups())
+        unknown = sorted(w for w in self.wanted if w not in self.dvc.groups() and w not in self.dvc.stages)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; the pipeline's stages are {self.dvc.groups()} "
+                             f"({', '.join(self.dvc.stages)})")
+        stale = [s for s in self.dvc.stages if s in self.dvc.stale]
+        self.logger.info("DVC status (%.1f s): %d of %d stages stale%s", self.dvc.seconds, len(stale),
+                         len(self.dvc.stages), f": {', '.join(stale)}" if stale else "")
+        self.called: list[str] = []
+        self.handed_to_dvc: set[str] = set()
+        self.failed: dict[str, str] = {}
+        self.results: list[StageResult] = []
+        self.rows: list[dict[str, object]] = []
+
+    def selected(self, stage: str) -> bool:
+        return stage in self.wanted or stage.split("@")[0] in self.wanted
+
+    def __call__(self, group: str, item: str | None = None, despite: tuple[str, ...] = ()) -> None:
+        """Run stage `group@item` (or `group`); `despite`: stage groups whose failure upstream does not stop this
+        one (it reports them); any other upstream failure does."""
+        stage = f"{group}@{item}" if item is not None else group
+        self.called.append(stage)
+        if not self.selected(stage):
+            return
+        failed_upstream = sorted(self.dvc.upstream.get(stage, frozenset()) & self.failed.keys())
+        if failed_upstream and not all(s.split("@")[0] in despite for s in failed_upstream):
+            why = f"not started: {', '.join(failed_upstream)} failed"
+            self.logger.warning("%s %s", stage, why)
+            self.rows.append({"stage": stage, "status": why, "seconds": None})
+            return
+        skip = self.dvc.up_to_date(stage) and not (self.dvc.upstream[stage] & self.handed_to_dvc)
+        if not skip:
+            self.handed_to_dvc.add(stage)
+        state = dvc_stage.with_options(name=stage)(stage, self.root, up_to_date=skip, return_state=True)
+        if state.is_completed():
+            result: StageResult = state.result()
+            self.results.append(result)
+            self.rows.append({"stage": stage, "status": result.status, "seconds": round(result.seconds, 1)})
+            return
+        try:
+            state.result()
+        except StageFailed as err:
+            self.failed[stage] = error_line(str(err).partition("\n")[2])
+        except Exception as err:  # noqa: BLE001 - interrupted after its retries, or a bug in the flow
+            self.failed[stage] = str(err).splitlines()[0] if str(err) else type(err).__name__
+        metrics = _in(self.root, paths.METRICS)
+        if group in PER_RUN and read_failure(group, item, metrics) is None:
+            record_failure(group, item, self.failed[stage], metrics)  # a crash the stage did not record
+        self.logger.error("%s failed: %s", stage, self.failed[stage])
+        self.rows.append({"stage": stage, "status": f"failed: {self.failed[stage]}", "seconds": None})
+
+    def finish(self) -> list[StageResult]:
+        """The `pipeline-stages` table (one row per stage), then fail naming every failed stage, if any."""
+        for stage in self.dvc.stages:
+            if self.selected(stage) and stage not in self.called:   # dvc.yaml has a stage this flow does not call
+                self.failed[stage] = "in dvc.yaml but not called by flows/pipeline.py: add it there"
+                self.rows.append({"stage": stage, "status": f"failed: {self.failed[stage]}", "seconds": None})
+        counts = {label: sum(1 for r in self.results if r.status == label)
+                  for label in ("ran", "up to date", "up to date, skipped")}
+        create_table_artifact(
+            self.rows, key="pipeline-stages",
+            description=(f"{counts['ran']} ran, {counts['up to date, skipped']} up to date by one DVC status query "
+                         f"({self.dvc.seconds:.1f} s; no dvc command started for them), {counts['up to date']} "
+                         f"found up to date by `dvc repro`, {len(self.failed)} failed"))
+        if self.failed:
+            raise PipelineFailed("; ".join(f"{s}: {why}" for s, why in self.failed.items()))
+        return self.results
 
 
 def _transient_only(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's callback signature
@@ -57,19 +166,29 @@ def _in(workdir: Path, path: Path) -> Path:
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=_transient_only)
-def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT) -> StageResult:
-    """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names."""
+def dvc_stage(stage: str, workdir: Path = paths.REPO_ROOT, up_to_date: bool = False) -> StageResult | State:
+    """Reproduce one stage through DVC; the task is renamed per stage, so the UI shows the stage names.
+
+    `up_to_date`: DVC's status already said so (flows/dvc_status.py): start no command, end in state "Skipped"."""
     logger = get_run_logger()
-    poll, artifact_id = _decode_progress(workdir) if stage == "decode" else (None, None)
-    env = {"PREFECT__FLOW_RUN_ID": str(flow_run.id)} if flow_run.id else None  # MLflow runs are tagged with it
-    result = run_dvc_stage(stage, log=logger.info, poll=poll, cwd=workdir, env=env)
-    logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date, skipped", result.seconds)
-    if stage == "decode":
-        if not result.ran:  # nothing to decode: every video was already cached
+    if up_to_date:
+        result = StageResult(stage, ran=False, seconds=0.0, output_tail="", decided_by="dvc status")
+        logger.info("%s: up to date (DVC status before the run), skipped: no dvc command started", stage)
+        if stage == "decode":
+            create_progress_artifact(100.0, key="decode-progress", description="Videos decoded (all cached)")
+    else:
+        poll, artifact_id = _decode_progress(workdir) if stage == "decode" else (None, None)
+        env = {"PREFECT__FLOW_RUN_ID": str(flow_run.id)} if flow_run.id else None  # MLflow runs are tagged with it
+        result = run_dvc_stage(stage, log=logger.info, poll=poll, cwd=workdir, env=env)
+        logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date, skipped", result.seconds)
+        if stage == "decode" and not result.ran:  # nothing to decode: every video was already cached
             update_progress_artifact(artifact_id, 100.0)
+    if stage == "decode":
         _decode_table(workdir)
     if stage == "report":
         _report_artifact(workdir)
+    if up_to_date:
+        return Completed(data=result, name="Skipped", message="up to date (DVC status); no dvc command started")
     return result
 
 
@@ -120,69 +239,24 @@ def _decode_table(workdir: Path) -> None:
     )
 
 
-def _items(params: Params, dotted: str) -> list[str]:
-    value: object = params
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    return list(value)  # type: ignore[call-overload]
-
-
 def expand_stages(params: Params) -> list[str]:
-    """The DVC stage names in pipeline order, with `foreach` groups expanded as dvc.yaml does."""
-    names = []
-    for group in STAGES:
-        items = _items(params, FOREACH[group]) if group in FOREACH else None
-        names += [f"{group}@{key}" for key in items] if items else [group]
-    return names
+    """The stage names dvc.yaml expands for `params` (foreach groups included), in its order: asked of DVC, which
+    reads this checkout's dvc.yaml with `params` as params.yaml (tests compare the flow's stages with it)."""
+    import tempfile
 
+    import yaml
+    from dvc.repo import Repo
 
-@flow(name="pipeline", log_prints=True)
-def pipeline(stages: Sequence[str] | None = None, workdir: str | None = None) -> list[StageResult]:
-    """Validate params.yaml before any work, then run the stages in order (in `workdir`, default this checkout).
-
-    One run's failed train/evaluate does not stop the others: its evaluation is skipped, register and report still
-    run (the report shows the failure), and the flow fails at the end naming every failed stage."""
-    root = Path(workdir) if workdir else paths.REPO_ROOT
-    params = load_params(root / DEFAULT_PARAMS.name)
-    wanted = list(stages or STAGES)
-    unknown = sorted(w for w in wanted if w.split("@")[0] not in STAGES)
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; the pipeline's stages are {list(STAGES)}")
-    logger = get_run_logger()
-    results: list[StageResult] = []
-    failed: dict[str, str] = {}
-    with workspace_lock(root, run=flow_run.get_name() or "pipeline", log=logger.info):  # one writer per workspace
-        for stage in expand_stages(params):
-            if not (stage in wanted or stage.split("@")[0] in wanted):
-                continue
-            group, _, item = stage.partition("@")
-            if failed and group not in PER_RUN + AFTER_FAILURE:
-                break
-            if group == "evaluate" and f"train@{item}" in failed:
-                logger.warning("%s skipped: train@%s failed", stage, item)
-                continue
-            state = dvc_stage.with_options(name=stage)(stage, root, return_state=True)
-            if state.is_completed():
-                results.append(state.result())
-                continue
-            try:
-                state.result()
-            except StageFailed as err:
-                failed[stage] = error_line(str(err).partition("\n")[2])
-            except Exception as err:  # noqa: BLE001 - interrupted after its retries, or a bug in the flow
-                failed[stage] = str(err).splitlines()[0] if str(err) else type(err).__name__
-            metrics = _in(root, paths.METRICS)
-            if group in PER_RUN and read_failure(group, item, metrics) is None:
-                record_failure(group, item, failed[stage], metrics)  # a crash the stage did not record
-            logger.error("%s failed: %s", stage, failed[stage])
-    if failed:
-        raise PipelineFailed("; ".join(f"{s}: {why}" for s, why in failed.items()))
-    return results
+    with tempfile.TemporaryDirectory(prefix="surgwm-stages-") as tmp:
+        (Path(tmp) / "dvc.yaml").write_text((paths.REPO_ROOT / "dvc.yaml").read_text())
+        (Path(tmp) / DEFAULT_PARAMS.name).write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+        with Repo(tmp, uninitialized=True) as repo:
+            return [s.name for s in repo.index.stages]
 
 
 def _summary(results: list[StageResult]) -> str:
     lines = ["", "Pipeline finished:"]
-    lines += [f"  {r.stage:<12} {'ran' if r.ran else 'up to date':<11} {r.seconds:6.1f} s" for r in results]
+    lines += [f"  {r.stage:<28} {r.status:<20} {r.seconds:6.1f} s" for r in results]
     lines += [
         "",
         f"Outputs:  {paths.DATA}/  (manifest: {paths.MANIFEST.relative_to(paths.REPO_ROOT)}, "

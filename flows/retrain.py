@@ -96,8 +96,8 @@ def retrain(workdir: str | None = None, stages: list[str] | None = None,
         snap, _ = content_snapshot(load_params(root / DEFAULT_PARAMS.name), root)
         results = pipeline(stages, str(root))
         atomic_write_text(root / SEEN, json.dumps(snap, indent=0) + "\n")   # only after the pipeline succeeded
-    rows = [{"stage": r.stage, "ran": r.ran, "seconds": round(r.seconds, 1)} for r in results]
-    table = "\n".join(f"| {r['stage']} | {'ran' if r['ran'] else 'up to date'} | {r['seconds']} |" for r in rows)
+    rows = [{"stage": r.stage, "ran": r.ran, "status": r.status, "seconds": round(r.seconds, 1)} for r in results]
+    table = "\n".join(f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in rows)
     create_markdown_artifact(f"Retrained on {len(snap)} videos.\n\n| stage | | s |\n|---|---|---|\n{table}\n",
                              key="retrain-summary", description="stages DVC reran for the new data")
     return {"videos": len(snap), "stages": rows}

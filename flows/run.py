@@ -15,13 +15,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from flows.overrides import apply_overrides, edited_text, ui_overrides
-from flows.pipeline import STAGES, pipeline
+from flows.pipeline import pipeline
 from flows.workspace_lock import DEFAULT_TIMEOUT_S, workspace_lock
 from surgwm import paths
 from surgwm.params import DEFAULT_PARAMS, load_params
 
-# The method comparison: every training run, then the evaluation/report stages that exist in this checkout.
-COMPARISON_STAGES: list[str] = [s for s in ("train", "evaluate", "baseline", "register", "report") if s in STAGES]
+# The method comparison: every training run, then the evaluation and report stages (the flow checks the names
+# against dvc.yaml before any work).
+COMPARISON_STAGES: list[str] = ["train", "evaluate", "baseline", "register", "report"]
 
 
 def workspace(workdir: str | None) -> Path:
@@ -53,4 +54,4 @@ def run_pipeline(
         create_markdown_artifact(change.markdown(), key="params-overrides",
                                  description="params.yaml keys this run changed")
         results = pipeline(stages, str(root))
-    return [{"stage": r.stage, "ran": r.ran, "seconds": round(r.seconds, 1)} for r in results]
+    return [{"stage": r.stage, "ran": r.ran, "status": r.status, "seconds": round(r.seconds, 1)} for r in results]

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
+from surgwm.io import set_dotted
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = REPO_ROOT / "params.yaml"
 SYNTHETIC_ROOT = "data/synthetic"
@@ -140,6 +142,11 @@ class DecodeParams(Strict):
                                              "dask: a Prefect flow with DaskTaskRunner (surgwm/data/fanout.py)")
     scheduler_address: str | None = Field(None, description="dask: a running scheduler (tcp://host:8786); "
                                           "None: a local cluster of `workers` processes")
+    store: Literal["npy", "h264"] = Field("npy", description="npy: raw uint8 frames (demo scale); h264: the "
+                                          "compressed clip store (surgwm/data/store.py), ~30x smaller")
+    crf: int = Field(20, ge=0, le=51, description="h264 store: x264 constant rate factor (lower = larger, closer)")
+    gop: int = Field(8, ge=1, le=256, description="h264 store: frames per keyframe interval (a clip read decodes "
+                     "up to clip_frames + gop - 1 frames)")
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> "DecodeParams":
@@ -177,7 +184,8 @@ class TrainParams(Strict):
                                  "(data efficiency of the world model: e.g. a run scratch_25 with 0.25)")
     checkpoint_every: int = Field(50, ge=0, description="steps between checkpoints (0: epoch ends only)")
     feature_cache: bool = Field(True, description="frozen: encode every clip once, train on cached tokens")
-    feature_dtype: Literal["float32", "float16"] = "float32"
+    feature_dtype: Literal["float32", "float16"] = Field("float16", description="frozen feature cache storage "
+                                                         "dtype (float16 halves it; tokens are read back as float32)")
     augment: bool = Field(True, description="random horizontal flip (not possible on cached features)")
     compile: bool = Field(False, description="torch.compile the encoder and predictor")
     devices: int = Field(1, ge=1, le=64, description="> 1: relaunch under torchrun, one process each (DDP)")
@@ -329,6 +337,13 @@ class EvaluateParams(Strict):
         return self
 
 
+class StorageParams(Strict):
+    """Disk the pipeline may fill: each stage that writes large data checks its own estimate first (surgwm/sizes.py)."""
+
+    budget_gb: float = Field(200.0, gt=0, description="GB (10^9 bytes) that one stage's large output may take: "
+                             "the decode cache, a run's feature cache, an evaluation's working data")
+
+
 class RegisterParams(Strict):
     """MLflow logging and the model registry (tasks/register.py)."""
 
@@ -354,6 +369,7 @@ class Params(Strict):
     model: ModelParams = ModelParams()
     evaluate: EvaluateParams = EvaluateParams()
     register: RegisterParams = RegisterParams()
+    storage: StorageParams = StorageParams()
 
     @model_validator(mode="after")
     def _clips_fit_model(self) -> "Params":
@@ -433,11 +449,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        set_dotted(raw, dotted, value)
     return parse_params(raw, str(path))
 
 

@@ -2,8 +2,10 @@
 
     python -m tasks.decode [--manifest M] [--cache DIR]
 
-Writes data/cache/ (one file per video + manifest.json with frames or a one-line error per video); exit 1 only
-when no video is usable. A killed run resumes: finished videos are kept, temp files are never read.
+Writes data/cache/ (one file per video + manifest.json with frames or a one-line error per video; `decode.store`
+picks raw .npy or the h264 clip store); exit 1 only when no video is usable, exit 2 before writing anything when
+the cache's estimated size exceeds `storage.budget_gb`. A killed run resumes: finished videos are kept, temp
+files are never read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from surgwm.data.decode import PROGRESS, Mapper, decode, progress_writer, summary, thread_map
 from surgwm.params import DEFAULT_PARAMS, Params, load_or_exit
 from surgwm.paths import CACHE, MANIFEST
+from surgwm.sizes import BudgetError
 
 
 def engine_mapper(params: Params) -> Mapper:
@@ -40,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no manifest at {args.manifest}: run the ingest stage first", file=sys.stderr)
         return 2
     statuses: dict[str, str] = {}
-    out = decode(params, args.manifest, args.cache, progress_writer(args.progress), statuses, engine_mapper(params))
+    try:
+        out = decode(params, args.manifest, args.cache, progress_writer(args.progress), statuses, engine_mapper(params))
+    except BudgetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(summary(out, statuses))
     usable = out.usable()
     if not usable:

@@ -75,4 +75,4 @@ def test_served_deployment_runs_with_overrides(tmp_path, prefect_harness):
     assert bad.state.is_failed() and "train.epochs" in bad.state.message, (bad.state, log[-3000:])
     assert good.state.is_completed(), (good.state, log[-3000:])
     lock = yaml.safe_load((ws / "dvc.lock").read_text())
-    assert lock["stages"]["synthesize"]["params"]["params.yaml"]["data.synthetic"]["seed"] == 5
+    assert lock["stages"]["synthesize"]["params"]["params.yaml"]["data.synthetic.seed"] == 5   # dvc.yaml lists keys

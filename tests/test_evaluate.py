@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from eval_data import CLIP, CONTEXT, SIZE, eval_params, fake_run, synthetic_cache
+from eval_data import CLIP, CONTEXT, SIZE, eval_params, eval_raw, fake_run, synthetic_cache
 
 import surgwm.evaluation.evaluate as E
 from surgwm.evaluation.derived import convergence, cost
@@ -23,6 +23,7 @@ from models.probe import PixelTokens, ProbeBank
 from surgwm.data.clips import Clip, next_step
 from surgwm.data.manifest import Interval, read_manifest, write_manifest
 from surgwm.evaluation.sampling import balance_labels, sample_test, sample_train, sample_val
+from surgwm.params import parse_params
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +246,20 @@ def test_validation_and_test_samples_are_evenly_spaced(seed0):
         assert len(rows) == 7 and len(set(t.video[rows])) == 1 and (np.diff(starts) > 0).all()
         assert np.ptp(np.diff(starts)) <= params.data.clip_stride     # evenly spaced, first and last clip kept
         assert starts[0] == 0 and starts[-1] == t.start[t.video == t.video[rows[0]]].max()
+
+
+def test_storage_budget_refuses_before_any_write(seed0, tmp_path):
+    """storage.budget_gb below the estimate of the probe clips' tokens: the stage fails naming the key, the
+    estimate and the caps that shrink it, and writes no token (nor any output but the failure record)."""
+    _, cache, manifest = seed0
+    raw = eval_raw(seeds=[0], fractions=[1.0])
+    params = parse_params({**raw, "storage": {"budget_gb": 1e-4}})             # 100 kB
+    with pytest.raises(EvaluateError, match=r"storage.budget_gb \(0.0001 GB\).*evaluate.max_train_clips"):
+        run_eval("raw_pixels", params, tmp_path, cache, manifest)
+    assert not (tmp_path / "evaluate" / "raw_pixels").exists()
+    rec = json.loads((tmp_path / "metrics" / "evaluate_raw_pixels.json").read_text())
+    assert rec["status"] == "failed" and "needs an estimated" in rec["error"]
+    assert (tmp_path / "metrics" / "failures" / "baseline@raw_pixels.json").is_file()
 
 
 def test_caps_bound_what_evaluate_extracts_and_scores(seed0, tmp_path):

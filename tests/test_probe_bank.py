@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from eval_data import eval_params, synthetic_cache
 
 from models.probe import ProbeBank
-from surgwm.data.clips import ClipCache
+from surgwm.data.clips import open_clips
 from surgwm.data.manifest import read_manifest
 from surgwm.evaluation.probe_bank import BankAdamW, Features, fit_bank, predict
 from surgwm.evaluation.probes import build_tasks
@@ -33,7 +33,7 @@ def tiny(tmp_path_factory):
     split = split_cases(table.clips, params)
     src = load_source("raw_pixels", params, root, root, torch.device("cpu"))
     rows = np.arange(len(table.clips))
-    tok, _ = extract(src, ClipCache(cache, params.data.clip_frames), table.clips, rows, 16, torch.device("cpu"),
+    tok, _ = extract(src, open_clips(cache, params.data.clip_frames), table.clips, rows, 16, torch.device("cpu"),
                      root / "features", "float32", 1)
     return table, split, Features(rows, [np.asarray(tok)]), params
 

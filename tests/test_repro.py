@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
-from surgwm.data.decode import ffmpeg_command, output_dims
+from surgwm.data.decode import ffmpeg_command
+from surgwm.data.geometry import plan_geometry
 from surgwm.data.ffmpeg import NO_SIMD, ffmpeg_exe
 from surgwm.data.synthetic import _gauze, _tissue, generate_dataset, plan_case, tip_track, write_case
 from surgwm.io import file_sha256
@@ -114,7 +115,7 @@ def test_a_case_does_not_depend_on_the_other_cases(tmp_path: Path):
 
 def _decode(path: Path, threads: int, simd: bool, fps: float = 4, size: int = 64) -> bytes:
     """The decode stage's own ffmpeg command (surgwm/data/decode.py), optionally with ffmpeg's SIMD code off."""
-    args = ffmpeg_command(str(path), fps, size, output_dims(DEMO["width"], DEMO["height"], 1.0, size),
+    args = ffmpeg_command(str(path), fps, plan_geometry(DEMO["width"], DEMO["height"], 1.0, size),
                           threads).compile(cmd=ffmpeg_exe())
     if not simd:
         args[1:1] = NO_SIMD

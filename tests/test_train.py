@@ -171,13 +171,14 @@ def test_all_three_methods_train_and_write_outputs(data, tmp_path):
 
 def test_frozen_feature_cache_equals_recomputing(data, tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    cached = run("frozen", data, tmp_path / "a")
+    cached = run("frozen", data, tmp_path / "a", feature_dtype="float32")   # exact; float16 (the default) rounds
     assert "built" in caplog.text
     recomputed = run("frozen", data, tmp_path / "b", feature_cache=False, augment=False)
     for k in ("train_loss", "val_loss", "val_acc"):
         assert cached[k] == pytest.approx(recomputed[k], rel=1e-4, abs=1e-6), k
     caplog.clear()
-    stage.train("frozen", tiny_params(epochs=1), out_dir=tmp_path / "c", metrics_dir=tmp_path / "c",
+    stage.train("frozen", tiny_params(epochs=1, feature_dtype="float32"), out_dir=tmp_path / "c",
+                metrics_dir=tmp_path / "c",
                 features_dir=tmp_path / "a" / "features", progress=False, **data)
     assert "reused" in caplog.text  # same weights, clips and geometry: same key
     key_dirs = list((tmp_path / "a" / "features").iterdir())

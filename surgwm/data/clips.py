@@ -1,4 +1,6 @@
-"""Labelled clips over the decode cache, read by mmap: numpy only, so training/eval code can wrap it freely.
+"""Labelled clips over the decode cache, and the one way to read them: `open_clips(cache_dir, clip_frames)` returns
+the reader the folder needs (ClipCache: raw .npy by mmap; StoreClips: the h264 store, surgwm/data/store.py). Both
+have `read(clip) -> (T, S, S, 3) uint8` and `num_frames(video_id)`, and pickle small for DataLoader workers.
 
 A clip is `clip_frames` consecutive cached frames starting at frame `start` of one video; it covers the time
 span [start/fps, (start+clip_frames)/fps). Its step and motion labels are the intervals containing the
@@ -10,9 +12,11 @@ positive: it would teach a probe to fire on nothing), or an instantaneous event 
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -109,6 +113,9 @@ class ClipCache:
             arr = self._maps[video_id] = np.load(self.cache_dir / f"{video_id}.npy", mmap_mode="r")  # (N, S, S, 3)
         return arr
 
+    def num_frames(self, video_id: str) -> int:
+        return int(self.frames(video_id).shape[0])
+
     def read(self, clip: Clip, frames: int | None = None) -> np.ndarray:
         """(T, S, S, 3) uint8, a private copy."""
         t = frames or self.clip_frames
@@ -119,3 +126,32 @@ class ClipCache:
 
     def __getstate__(self) -> dict:
         return {"cache_dir": self.cache_dir, "clip_frames": self.clip_frames, "_maps": {}}
+
+
+class ClipReader(Protocol):
+    """What training, the feature cache, evaluation and the registry read clips through."""
+
+    clip_frames: int
+
+    def read(self, clip: Clip, frames: int | None = None) -> np.ndarray: ...   # (T, S, S, 3) uint8
+
+    def num_frames(self, video_id: str) -> int: ...
+
+
+def open_clips(cache_dir: str | Path, clip_frames: int) -> ClipReader:
+    """The reader for whichever store the decode stage wrote into `cache_dir`: the h264 store when its
+    store.json marker is there (decode.store: h264), else the raw .npy cache (every cache before the store)."""
+    cache_dir = Path(cache_dir)
+    from surgwm.data.store import STORE_MARKER, STORE_NAME, StoreClips
+
+    marker = cache_dir / STORE_MARKER
+    if not marker.is_file():
+        return ClipCache(cache_dir, clip_frames)
+    try:
+        kind = json.loads(marker.read_text()).get("store")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != STORE_NAME:
+        raise ValueError(f"{marker}: unknown clip store {kind!r} (this code reads '{STORE_NAME}' and raw .npy): "
+                         "re-run the decode stage")
+    return StoreClips(cache_dir, clip_frames)

@@ -13,7 +13,8 @@ Aspect policy (version ASPECT_POLICY, part of the decode key; the filters live i
   3. a centre `crop` keeps size x size. Nothing is padded or stretched; the long side loses its edges.
 Rotation metadata is ignored (-noautorotate): frames keep their stored orientation, never a distorted one.
 
-Cache format, all in `cache_dir`:
+Cache format, all in `cache_dir` (`decode.store: npy`, the default; `decode.store: h264` writes the compressed
+store of surgwm/data/store.py instead, from the same rgb24 stream, with the same sidecar and temp-file rules):
   <video_id>.npy   a standard .npy (v1.0, uint8, C order) of shape (N, size, size, 3) with a fixed
                    128-byte header, so `np.load(path, mmap_mode="r")` works and frames are 64-byte aligned
   <video_id>.json  sidecar {"sha256", "decode_key", "frames", "fps", "size", "aspect_policy"}: a rerun skips
@@ -21,8 +22,9 @@ Cache format, all in `cache_dir`:
   manifest.json    the ingest manifest with `frames` (cached frame count) and `error` filled per video
 Frames stream from ffmpeg's stdout in `decode.chunk_frames` chunks (memory flat in video length) into
 `.<video_id>.npy.tmp<pid>`; the header is rewritten with the true N, fsynced and os.replace'd into place,
-then the sidecar is written atomically. A rerun deletes leftover temp files unread, and the cache files of
-videos that are no longer in the manifest or no longer decode.
+then the sidecar is written atomically. Before anything is written, the cache's estimated size
+(surgwm/sizes.py) is checked against `storage.budget_gb`. A rerun deletes leftover temp files unread, and the cache
+files of videos that are no longer in the manifest or no longer decode.
 
 Run: `python -m tasks.decode` (exit 1 only if no video is usable; reasons are in the output manifest).
 """
@@ -41,17 +43,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
+import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from surgwm.data.ffmpeg import ffmpeg_exe
 from surgwm.data.geometry import Border, Geometry, apply_geometry, output_dims, plan_geometry  # noqa: F401
 from surgwm.data.manifest import Manifest, VideoEntry, read_manifest, write_manifest
+from surgwm.data.store import STORE_MARKER, STORE_NAME, STORE_VERSION, SUFFIX as STORE_SUFFIX, StoreWriter, store_spec
 from surgwm.io import atomic_write_text, file_sha256
 from surgwm.params import Params, resolve_path
 from surgwm.paths import CACHE, MANIFEST, RUNTIME
+from surgwm.sizes import check_budget, decode_cache_bytes, decode_knobs
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +105,24 @@ def npy_shape(path: Path) -> tuple[int, ...] | None:
 
 # ---------------------------------------------------------------- geometry and keys
 
-def decode_key(fps: float, size: int, border: Border | None = None) -> str:
-    """Everything besides the source bytes that changes the cached frames (a zero border is not in it)."""
-    spec = {"fps": float(fps), "size": size, "aspect_policy": ASPECT_POLICY, "pix_fmt": "rgb24"}
+def decode_key(fps: float, size: int, border: Border | None = None, store: dict[str, Any] | None = None) -> str:
+    """Everything besides the source bytes that changes the cached frames (a zero border is not in it; `store`:
+    the h264 store's spec, absent for .npy so npy caches keep their keys)."""
+    spec = {"fps": float(fps), "size": size, "aspect_policy": ASPECT_POLICY, "pix_fmt": "rgb24", **(store or {})}
     if border is not None and not border.is_zero():
         spec["border"] = border.key()
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def params_key(params: Params) -> str:
+    """decode_key of these params."""
+    dp = params.decode
+    spec = store_spec(dp.crf, dp.gop) if dp.store == STORE_NAME else None
+    return decode_key(params.data.fps, params.data.size, Border.of(params.data), spec)
+
+
+def cache_suffix(params: Params) -> str:
+    return STORE_SUFFIX if params.decode.store == STORE_NAME else ".npy"
 
 
 def ffmpeg_command(path: str, fps: float, geometry: Geometry, threads: int) -> ffmpeg.nodes.OutputStream:
@@ -144,8 +162,9 @@ def _ffmpeg_reason(lines: collections.deque[str], rc: int | None) -> str:
     return (f"ffmpeg exit {rc}: " if rc else "") + text[:300]
 
 
-def _stream_frames(entry: VideoEntry, params: Params, tmp: Path) -> int:
-    """Run ffmpeg into `tmp` (a .npy whose header is fixed up at the end); returns frames written."""
+def _stream_frames(entry: VideoEntry, params: Params, tmp: Path) -> tuple[int, dict[str, Any]]:
+    """Run ffmpeg into `tmp` (a .npy whose header is fixed up at the end, or the h264 store); returns the frames
+    written and what the sidecar must add (the store's packet index)."""
     size, fps = params.data.size, params.data.fps
     frame_bytes = size * size * 3
     try:
@@ -158,7 +177,10 @@ def _stream_frames(entry: VideoEntry, params: Params, tmp: Path) -> int:
     lines: collections.deque[str] = collections.deque(maxlen=20)
     total = 0
     with open(tmp, "wb") as out:
-        out.write(npy_header((0, size, size, 3)))
+        store = StoreWriter(out, size, params.decode.crf, params.decode.gop, fps) \
+            if params.decode.store == STORE_NAME else None
+        if store is None:
+            out.write(npy_header((0, size, size, 3)))
         proc = cmd.run_async(cmd=ffmpeg_exe(), pipe_stdout=True, pipe_stderr=True)
         drain = threading.Thread(target=_drain, args=(proc.stderr, lines), daemon=True)
         drain.start()
@@ -169,7 +191,11 @@ def _stream_frames(entry: VideoEntry, params: Params, tmp: Path) -> int:
                     got += n
                 if not got:
                     break
-                out.write(view[:got])
+                if store is None:
+                    out.write(view[:got])
+                else:                                            # whole frames only; a torn tail fails below
+                    whole = got - got % frame_bytes
+                    store.write(np.frombuffer(view[:whole], np.uint8).reshape(-1, size, size, 3))
                 total += got
             rc = proc.wait()
         finally:
@@ -187,13 +213,19 @@ def _stream_frames(entry: VideoEntry, params: Params, tmp: Path) -> int:
         if total % frame_bytes:
             raise DecodeError(f"truncated output: {total} bytes is not a whole number of frames")
         frames = total // frame_bytes
-        out.seek(0)
-        header = npy_header((frames, size, size, 3))
-        assert len(header) == HEADER_BYTES
-        out.write(header)
+        extra: dict[str, Any] = {}
+        if store is None:
+            out.seek(0)
+            header = npy_header((frames, size, size, 3))
+            assert len(header) == HEADER_BYTES
+            out.write(header)
+        else:
+            store.close()
+            extra = {"store": STORE_NAME, "store_version": STORE_VERSION, "crf": params.decode.crf,
+                     "gop": params.decode.gop, "packet_bytes": store.packet_bytes}
         out.flush()
         os.fsync(out.fileno())
-    return frames
+    return frames, extra
 
 
 def _check_frames(entry: VideoEntry, frames: int, params: Params) -> None:
@@ -225,11 +257,11 @@ def _fill_probe(entry: VideoEntry) -> VideoEntry:
 
 
 def remove_cached(cache_dir: Path, video_id: str) -> None:
-    for suffix in (".json", ".npy"):                 # sidecar first: an .npy without one is never trusted
+    for suffix in (".json", ".npy", STORE_SUFFIX):   # sidecar first: a data file without one is never trusted
         (cache_dir / f"{video_id}{suffix}").unlink(missing_ok=True)
 
 
-def cached_frames(cache_dir: Path, video_id: str, sha256: str, key: str, size: int) -> int | None:
+def cached_frames(cache_dir: Path, video_id: str, sha256: str, key: str, size: int, suffix: str = ".npy") -> int | None:
     """Frames of a valid cache entry for exactly this content and decode key, else None."""
     try:
         side = json.loads((cache_dir / f"{video_id}.json").read_text())
@@ -238,6 +270,13 @@ def cached_frames(cache_dir: Path, video_id: str, sha256: str, key: str, size: i
     if not isinstance(side, dict) or side.get("sha256") != sha256 or side.get("decode_key") != key:
         return None
     frames = side.get("frames")
+    if suffix == STORE_SUFFIX:                       # the index must describe exactly the file that is there
+        sizes = side.get("packet_bytes")
+        path = cache_dir / f"{video_id}{STORE_SUFFIX}"
+        if not isinstance(sizes, list) or len(sizes) != frames or not path.is_file() \
+                or path.stat().st_size != sum(sizes):
+            return None
+        return frames
     if npy_shape(cache_dir / f"{video_id}.npy") != (frames, size, size, 3):
         return None
     return frames
@@ -245,25 +284,24 @@ def cached_frames(cache_dir: Path, video_id: str, sha256: str, key: str, size: i
 
 def decode_video(entry: VideoEntry, params: Params, cache_dir: Path) -> Result:
     """Skip if cached for this content and key, else decode; failures become a Result with a reason."""
-    vid, size = entry.video_id, params.data.size
-    key = decode_key(params.data.fps, size, Border.of(params.data))
-    tmp = cache_dir / f".{vid}.npy.tmp{os.getpid()}"
+    vid, size, key, suffix = entry.video_id, params.data.size, params_key(params), cache_suffix(params)
+    tmp = cache_dir / f".{vid}{suffix}.tmp{os.getpid()}"
     try:
         if not resolve_path(entry.path).is_file():
             raise DecodeError("file not found")
         if resolve_path(entry.path).stat().st_size == 0:
             raise DecodeError("empty file (0 bytes)")
         sha = entry.sha256 or file_sha256(resolve_path(entry.path))
-        frames = cached_frames(cache_dir, vid, sha, key, size)
+        frames = cached_frames(cache_dir, vid, sha, key, size, suffix)
         if frames is not None:
             _check_frames(entry, frames, params)
             return Result(vid, frames, None, "cached")
         remove_cached(cache_dir, vid)
-        frames = _stream_frames(_fill_probe(entry), params, tmp)
+        frames, extra = _stream_frames(_fill_probe(entry), params, tmp)
         _check_frames(entry, frames, params)
-        os.replace(tmp, cache_dir / f"{vid}.npy")
+        os.replace(tmp, cache_dir / f"{vid}{suffix}")
         side = {"sha256": sha, "decode_key": key, "frames": frames, "fps": params.data.fps,
-                "size": size, "aspect_policy": ASPECT_POLICY}
+                "size": size, "aspect_policy": ASPECT_POLICY, **extra}
         atomic_write_text(cache_dir / f"{vid}.json", json.dumps(side, indent=1) + "\n")
         return Result(vid, frames, None, "decoded")
     except Exception as err:                         # noqa: BLE001 - any failure is one video's reason
@@ -276,6 +314,18 @@ def decode_video(entry: VideoEntry, params: Params, cache_dir: Path) -> Result:
 
 # ---------------------------------------------------------------- the stage
 
+RESERVED = ("manifest.json", STORE_MARKER)         # cache-level files, never a video's
+
+
+def mark_store(cache_dir: Path, params: Params) -> None:
+    """store.json names the reader an h264 cache needs (surgwm/data/clips.py open_clips); an npy cache has none."""
+    marker = cache_dir / STORE_MARKER
+    if params.decode.store == STORE_NAME:
+        atomic_write_text(marker, json.dumps({"store": STORE_NAME, "store_version": STORE_VERSION}) + "\n")
+    else:
+        marker.unlink(missing_ok=True)
+
+
 def clean_cache(cache_dir: Path, keep_ids: set[str]) -> None:
     """Delete temp files of killed runs (never read) and the cache files of videos not in the manifest."""
     for p in cache_dir.iterdir():
@@ -283,7 +333,7 @@ def clean_cache(cache_dir: Path, keep_ids: set[str]) -> None:
             continue
         if p.name.startswith(".") and ".tmp" in p.name:
             p.unlink(missing_ok=True)
-        elif p.suffix in (".npy", ".json") and p.name != "manifest.json" and p.stem not in keep_ids:
+        elif p.suffix in (".npy", ".json", STORE_SUFFIX) and p.name not in RESERVED and p.stem not in keep_ids:
             p.unlink(missing_ok=True)
 
 
@@ -311,8 +361,12 @@ def decode(
     """
     manifest = read_manifest(Path(manifest_path))
     cache_dir = Path(cache_dir)
+    # before anything is written: the whole cache must fit storage.budget_gb (BudgetError names the knobs)
+    check_budget("the decode cache", decode_cache_bytes(params, [v.duration_s for v in manifest.usable()]),
+                 params.storage.budget_gb, decode_knobs(params))
     cache_dir.mkdir(parents=True, exist_ok=True)
     clean_cache(cache_dir, {v.video_id for v in manifest.videos})
+    mark_store(cache_dir, params)
 
     results: dict[int, Result] = {}
     todo: list[tuple[int, VideoEntry]] = []
@@ -320,7 +374,7 @@ def decode(
     for i, v in enumerate(manifest.videos):
         if v.error is not None:
             results[i] = Result(v.video_id, None, v.error, "error")
-        elif v.video_id in seen or v.video_id == "manifest":
+        elif v.video_id in seen or f"{v.video_id}.json" in RESERVED:
             reason = f"video_id '{v.video_id}' is duplicated or reserved ({v.path})"
             results[i] = Result(v.video_id, None, reason, "error")
         else:

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from surgwm.data.clips import ClipCache
+from surgwm.data.clips import ClipReader, open_clips
 from surgwm.data.manifest import Manifest, read_manifest
 from surgwm.device import device_name, resolve_device
 from surgwm.evaluation.derived import convergence, cost, held_out_check
@@ -61,6 +61,7 @@ from surgwm.failures import clear_failure, record_failure
 from surgwm.io import read_json, write_json
 from surgwm.params import BASELINE_NAMES, Params
 from surgwm.paths import CACHE, DECODED, EVALUATE, METRICS, TRAIN, WEIGHTS
+from surgwm.sizes import BudgetError, check_budget
 
 log = logging.getLogger("surgwm.evaluation")
 __all__ = ["evaluate", "prepare", "resolve_device", "score", "world_model_source"]   # register re-scores champions
@@ -77,7 +78,7 @@ class Prepared:
     table: ClipTable
     split: EvalSplit
     key: str
-    cache: ClipCache
+    cache: ClipReader
     train: np.ndarray               # the probe's training clips (table rows), capped and balanced
     val: np.ndarray                 # probe-validation clips, capped
     test: list[np.ndarray]          # test clips per video, capped; streamed
@@ -91,15 +92,15 @@ def prepare(params: Params, cache_dir: Path = CACHE, manifest_path: Path = DECOD
     table = clip_table(manifest, params)
     split = split_cases(table.clips, params)
     return Prepared(manifest, table, split, eval_key(table, split, manifest, params),
-                    ClipCache(cache_dir, params.data.clip_frames),
+                    open_clips(cache_dir, params.data.clip_frames),
                     sample_train(table, table.rows(split.train), ev.max_train_clips, ev.seed),
                     sample_val(table, table.rows(split.val), ev.max_val_clips),
                     sample_test(table, table.rows(split.test), ev.max_test_clips_per_video))
 
 
 def storage_estimate(src: Source, prep: Prepared, params: Params, device: torch.device) -> dict[str, Any]:
-    """What evaluate writes to disk before it writes it: the training and validation clips' tokens (and roll-outs).
-    The storage budget check (storage.budget_gb, branch `store`) takes `bytes`."""
+    """What evaluate writes to disk, before it writes it: the training and validation clips' tokens (and roll-outs;
+    test videos are streamed). `score` checks `bytes` against storage.budget_gb."""
     ev = params.evaluate
     shapes = token_shapes(src, prep.cache, prep.table.clips[int(prep.train[0])], ev.rollouts, device)
     clips = len(prep.train) + len(prep.val)
@@ -118,8 +119,8 @@ def score(src: Source, prep: Prepared, params: Params, device: torch.device, wor
     need = storage_estimate(src, prep, params, device)
     log.info("%s: tokens of %d training + validation clips, %.1f MB on disk (bounded by %s)", src.name,
              need["clips"], need["bytes"] / 1e6, ", ".join(need["knobs"]))
-    # storage.budget_gb (branch `store`, surgwm/sizes.py) plugs in here, before anything is written:
-    # check_budget(f"evaluate@{src.name}'s tokens", need["bytes"], params.storage.budget_gb, need["knobs"])
+    check_budget(f"evaluating {src.name} (the probe clips' tokens)", need["bytes"], params.storage.budget_gb,
+                 need["knobs"])                                  # BudgetError before anything is written
     rows = np.union1d(prep.train, prep.val)
     tokens, rolled = extract(src, prep.cache, table.clips, rows, ev.batch_size, device, workdir, ev.feature_dtype,
                              ev.rollouts, progress)
@@ -188,7 +189,13 @@ def evaluate(name: str, params: Params, *, cache_dir: Path = CACHE, manifest_pat
     log.info("%s: test cases %s (%s); probe val %s; probe train %d cases", name, ", ".join(split.test),
              split.source, ", ".join(split.val), len(split.train))
     torch.manual_seed(ev.seed)
-    result, scored = score(src, prep, params, device, out_dir / ".features.tmp", progress)
+    try:
+        result, scored = score(src, prep, params, device, out_dir / ".features.tmp", progress)
+    except BudgetError as err:
+        write_json(metrics_dir / f"evaluate_{name}.json", {**head, "status": "failed", "error": str(err)})
+        write_json(metrics_dir / f"evaluate_{name}_efficiency.json", [])
+        record_failure(stage_of(kind), name, str(err), metrics_dir)
+        raise EvaluateError(str(err)) from None
     curve = list(result["efficiency"].values())
     result["split"] = {"test_cases": list(split.test), "val_cases": list(split.val), "train_cases": sorted(split.train),
                        "test_from": split.source, "test_clips": int(len(scored.test_rows)),

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from models import contrastive_loss, preprocess, temporal_loss
-from surgwm.data.clips import Clip, ClipCache
+from surgwm.data.clips import Clip, ClipReader
 from surgwm.evaluation.sources import Source
 
 
 @torch.no_grad()
-def future(src: Source, cache: ClipCache, clips: Sequence[Clip], rows: np.ndarray, batch_size: int, seed: int,
+def future(src: Source, cache: ClipReader, clips: Sequence[Clip], rows: np.ndarray, batch_size: int, seed: int,
            device: torch.device) -> dict[str, Any]:
     """The predictor on held-out clips: losses as in training, and top-1 retrieval of the true future."""
     assert src.encoder is not None and src.predictor is not None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from surgwm.data.clips import Clip, ClipCache
+from surgwm.data.clips import Clip, ClipReader
 from surgwm.evaluation import metrics as M
 from surgwm.evaluation.official import Frames, f1_video_official, predict_frames
 from surgwm.evaluation.probe_bank import BankFit, Features, Task, predict, to_scores
@@ -76,7 +76,7 @@ def score_rows(fits: dict[int, dict[str, BankFit]], feats: Features, feats_wm: F
 
 
 @torch.no_grad()
-def stream_test(src: Source, cache: ClipCache, clips: Sequence[Clip], videos: Sequence[np.ndarray],
+def stream_test(src: Source, cache: ClipReader, clips: Sequence[Clip], videos: Sequence[np.ndarray],
                 fits: dict[int, dict[str, BankFit]], batch_size: int, rollouts: int,
                 device: torch.device) -> dict[Key, np.ndarray]:
     """Every test video a batch at a time: encode, score with every chosen head, keep only the scores."""

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from models import Predictor, VideoEncoder, encoder_config, preprocess
 from models.probe import PixelTokens
-from surgwm.data.clips import Clip, ClipCache
+from surgwm.data.clips import Clip, ClipReader
 from surgwm.params import Params
 from surgwm.evaluation.errors import EvaluateError
 from surgwm.training.runs import RunNotFinished, load_run
@@ -104,12 +104,12 @@ def encode(src: Source, frames: Tensor, rollouts: int) -> tuple[Tensor, Tensor |
     return tok, (rollout(src, frames, rollouts).float() if src.predictor is not None else None)
 
 
-def read_clips(cache: ClipCache, clips: Sequence[Clip], rows: np.ndarray, device: torch.device) -> Tensor:
+def read_clips(cache: ClipReader, clips: Sequence[Clip], rows: np.ndarray, device: torch.device) -> Tensor:
     return torch.from_numpy(np.stack([cache.read(clips[int(r)]) for r in rows])).to(device)  # (B, T, H, W, 3)
 
 
 @torch.no_grad()
-def token_shapes(src: Source, cache: ClipCache, clip: Clip, rollouts: int,
+def token_shapes(src: Source, cache: ClipReader, clip: Clip, rollouts: int,
                  device: torch.device) -> list[tuple[int, int]]:
     """(tokens, dim) of what `extract` stores per clip (tokens; roll-outs for methods), from one clip."""
     tok, rol = encode(src, read_clips(cache, [clip], np.zeros(1, int), device), rollouts)
@@ -117,7 +117,7 @@ def token_shapes(src: Source, cache: ClipCache, clip: Clip, rollouts: int,
 
 
 @torch.no_grad()
-def extract(src: Source, cache: ClipCache, clips: Sequence[Clip], rows: np.ndarray, batch_size: int,
+def extract(src: Source, cache: ClipReader, clips: Sequence[Clip], rows: np.ndarray, batch_size: int,
             device: torch.device, workdir: Path, dtype: str, rollouts: int,
             progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Tokens (len(rows), N, D) of the clips `rows` (table indices, sorted) and, for methods, the rolled-out future

@@ -167,11 +167,11 @@ def example_clip(params: Params, cache_dir: Path, manifest_path: Path) -> np.nda
     """uint8 (1, T, S, S, 3): a real clip when the decode cache is there, else a grey one."""
     d = params.data
     try:
-        from surgwm.data.clips import ClipCache, build_clips
+        from surgwm.data.clips import build_clips, open_clips
         from surgwm.data.manifest import read_manifest
 
         clip = build_clips(read_manifest(manifest_path), d.clip_frames, d.clip_stride, d.fps)[0]
-        return ClipCache(cache_dir, d.clip_frames).read(clip)[None]
+        return open_clips(cache_dir, d.clip_frames).read(clip)[None]
     except (OSError, IndexError, ValueError):
         return np.full((1, d.clip_frames, d.size, d.size, 3), 128, np.uint8)
 

@@ -8,6 +8,11 @@ bench/frozen_cache.py measures the saving (an epoch is mostly predictor work).
 Trade-off: the cache stores the tokens of the clips as decoded, so no pixel augmentation (random horizontal
 flip) is possible; `train.feature_cache: false` runs the encoder every epoch and flips clips (`train.augment`).
 
+Size: M x (Nc + Nf) x D values in `train.feature_dtype` (float16 by default: half of float32; the tokens are read
+back as float32). At SurgVU scale with ViT-L that is terabytes, so the cache is built only when its estimate
+(surgwm/sizes.py) fits `storage.budget_gb`; otherwise the encoder runs on the fly, the log says why, and the run's
+metrics record `feature_cache` (cached | off: <why>).
+
 <key> is a hash of everything the tokens depend on: the weights' sha256, decode and clip params, the context
 length, the storage dtype and the clip list (videos with their content hash and frame counts), so a stale
 cache is never read; nothing else invalidates it. Layout of one key dir (built in a temp dir, then renamed):
@@ -35,13 +40,14 @@ from tqdm import tqdm
 
 from models import VideoEncoder, preprocess
 from surgwm.io import fingerprint
-from surgwm.data.clips import Clip, ClipCache
+from surgwm.data.clips import Clip, ClipReader
 from surgwm.data.manifest import Manifest
+from surgwm.sizes import clip_tokens, dtype_bytes, feature_cache_bytes, over_budget
 
 FEATURE_VERSION = 1
 
 
-def clip_pixels(cache: ClipCache, clips: Sequence[Clip], flips: Tensor | None, device: torch.device) -> Tensor:
+def clip_pixels(cache: ClipReader, clips: Sequence[Clip], flips: Tensor | None, device: torch.device) -> Tensor:
     """uint8 frames from the decode cache -> normalised float (B, T, C, H, W) on `device`; flips: (B,) bool."""
     frames = torch.from_numpy(np.stack([cache.read(c) for c in clips]))  # (B, T, H, W, 3) uint8
     if flips is not None and bool(flips.any()):
@@ -86,8 +92,8 @@ class FeatureStore:
 
 
 def build(
-    directory: Path, encoder: VideoEncoder, clips: Sequence[Clip], cache: ClipCache, context_frames: int,
-    batch_size: int, device: torch.device, dtype: str = "float32",
+    directory: Path, encoder: VideoEncoder, clips: Sequence[Clip], cache: ClipReader, context_frames: int,
+    batch_size: int, device: torch.device, dtype: str = "float16",
     autocast: Callable[[], AbstractContextManager] = nullcontext, meta: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> FeatureStore:
@@ -117,6 +123,17 @@ def build(
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(tmp, directory)
     return FeatureStore(directory)
+
+
+def over_feature_budget(run: str, n_clips: int, size: int, clip_frames: int, context_frames: int, dim: int,
+                        dtype: str, clip_stride: int, budget_gb: float) -> str | None:
+    """Why the cache of these clips would not fit `storage.budget_gb` (None: it fits). Decided from the params and
+    the clip list alone, so every DDP process decides the same without touching the disk."""
+    nc, nf = clip_tokens(size, clip_frames, context_frames)
+    knobs = (["train.feature_dtype: float16 (halves it)"] if dtype_bytes(dtype) > 2 else []) + [
+        f"data.clip_stride (now {clip_stride}: fewer clips)", "data.size or data.clip_frames (fewer tokens)"]
+    return over_budget(f"the feature cache of run '{run}' ({n_clips:,} clips x {nc + nf:,} tokens x {dim} x {dtype})",
+                       feature_cache_bytes(n_clips, nc, nf, dim, dtype), budget_gb, knobs)
 
 
 def open_or_build(directory: Path, clips: Sequence[Clip], **build_kw: Any) -> tuple[FeatureStore, bool]:

@@ -50,7 +50,7 @@ from surgwm.training import ddp
 from surgwm.training.checkpoint import (CHECKPOINT_NAME, remove_stale_temps, resume_state,
     rng_state, save_atomic, set_rng_state)
 from surgwm.io import fingerprint
-from surgwm.training.features import FeatureStore, feature_key, open_or_build
+from surgwm.training.features import FeatureStore, feature_key, open_or_build, over_feature_budget
 from surgwm.device import device_name, resolve_device
 from surgwm.io import atomic_write_text, read_json, write_json
 from surgwm.training.runs import save_models
@@ -162,7 +162,8 @@ def final_metrics(run: Run, data: Data) -> dict[str, Any]:
     last = run.history[-1]
     out: dict[str, Any] = {"run": run.cfg.name, "method": run.cfg.method.name, "epochs": run.epoch,
                            "steps": run.step, "train_clips": len(data.split.train), "val_clips": len(data.split.val),
-                           "train_cases": len(data.split.train_cases), "val_cases": len(data.split.val_cases)}
+                           "train_cases": len(data.split.train_cases), "val_cases": len(data.split.val_cases),
+                           "feature_cache": data.feature_cache}
     out |= {k: v for k, v in last.items() if k.startswith(("train_", "val_")) and k != "train_clips_per_s"}
     vals = [(h["val_loss"], h["epoch"]) for h in run.history if "val_loss" in h]
     if vals:
@@ -216,13 +217,13 @@ def train(
     d = ddp.setup("cuda" if (t.device != "cpu" and torch.cuda.is_available()) else "cpu")
     try:
         return _train(cfg, d, Path(cache_dir), Path(manifest_path), Path(weights_dir), out_dir, Path(metrics_dir),
-                      Path(features_dir), progress)
+                      Path(features_dir), progress, params.storage.budget_gb)
     finally:
         ddp.teardown()
 
 
 def _train(cfg: RunConfig, d: ddp.Dist, cache_dir: Path, manifest_path: Path, weights_dir: Path, out_dir: Path,
-           metrics_dir: Path, features_dir: Path, progress: bool) -> dict[str, Any]:
+           metrics_dir: Path, features_dir: Path, progress: bool, budget_gb: float = math.inf) -> dict[str, Any]:
     t = cfg.train
     device = resolve_device(t.device, "train.device", d.local_rank)
     if t.threads:
@@ -264,14 +265,26 @@ def _train(cfg: RunConfig, d: ddp.Dist, cache_dir: Path, manifest_path: Path, we
                  len(data.split.val), len(data.split.val_cases), run.steps_per_epoch, t.epochs, device, d.world,
                  run.precision)
 
+    too_big = over_feature_budget(cfg.name, len(data.clips), cfg.data.size, cfg.data.clip_frames,
+                                  cfg.model.context_frames, models.encoder.dim, t.feature_dtype, cfg.data.clip_stride,
+                                  budget_gb) if cfg.uses_feature_cache else None
+    use_cache = cfg.uses_feature_cache and not too_big
+    if too_big:
+        data.feature_cache = "off: over storage.budget_gb"
+        if d.main:
+            log.warning("feature cache off: %s. The frozen encoder runs on the fly every step instead.", too_big)
+    elif use_cache:
+        data.feature_cache = "cached"       # the same whether this process built it, reused it or resumed
+    elif not cfg.method.train_encoder:
+        data.feature_cache = "off: train.feature_cache false"
     # the feature cache's build time is part of the run's cost (the report adds it); kept beside the cache, so a
     # resumed run, or another run reusing the cache, still counts it
     build_record = None
-    if cfg.uses_feature_cache:
+    if use_cache:
         key = feature_key(weights_sha or "", cfg.to_json()["data"], cfg.model.context_frames, t.feature_dtype,
                           data.signature)
         build_record = features_dir / key / "build_time.json"
-    if cfg.uses_feature_cache and run.step < total:
+    if use_cache and run.step < total:
         if d.main:
             t0 = time.perf_counter()
             with oom_advice(cfg, d.world, "feature caching"):
@@ -287,7 +300,7 @@ def _train(cfg: RunConfig, d: ddp.Dist, cache_dir: Path, manifest_path: Path, we
         ddp.barrier(d)
         if not d.main:
             data.store = FeatureStore(features_dir / key)
-    elif t.augment and not cfg.method.train_encoder and d.main:
+    elif not cfg.uses_feature_cache and not cfg.method.train_encoder and t.augment and d.main:
         log.info("feature cache off: the frozen encoder runs every epoch (augmentation on)")
 
     wrap(run)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from surgwm.training import ddp
-from surgwm.data.clips import Clip, ClipCache, build_clips
+from surgwm.data.clips import Clip, ClipReader, build_clips, open_clips
 from surgwm.training.features import FeatureStore, clips_signature
 from surgwm.data.manifest import Manifest, read_manifest
 from surgwm.data.split import Split, split_by_case, subsample_cases
@@ -66,9 +66,10 @@ class EpochSampler:
 class Data:
     clips: list[Clip]
     split: Split
-    cache: ClipCache
+    cache: ClipReader
     signature: str                      # clip list + video content: part of the checkpoint fingerprint
     store: FeatureStore | None = None   # frozen + feature_cache: cached tokens, indexed like `clips`
+    feature_cache: str = "not used"     # cached | off: <why> (frozen runs; recorded in the run's metrics)
 
 
 def load_data(cfg: RunConfig, cache_dir: Path, manifest_path: Path, world: int) -> Data:
@@ -90,4 +91,4 @@ def load_data(cfg: RunConfig, cache_dir: Path, manifest_path: Path, world: int) 
             f"too few clips for one batch: {len(split.train)} training clips (of {len(clips)}; "
             f"{len(split.val)} from {len(split.val_cases)} case(s) held out for validation) < train.batch_size "
             f"{t.batch_size}. Lower train.batch_size or train.val_fraction, shorten data.clip_stride, or add videos.")
-    return Data(clips, split, ClipCache(cache_dir, d.clip_frames), clips_signature(manifest, clips))
+    return Data(clips, split, open_clips(cache_dir, d.clip_frames), clips_signature(manifest, clips))
