@@ -293,7 +293,7 @@ def fit_bank(feats: Features, tasks: Sequence[Task], train: np.ndarray, val: np.
             continue
         scores = predict(bank, feats, union, regression.tolist(), device)                  # (H, n, C)
         row_scores: list[float | None] = []
-        improved = torch.zeros(len(grid), dtype=torch.bool)
+        improved = torch.zeros(len(grid), dtype=torch.bool, device=device)
         for h, (t, _, _) in enumerate(grid):
             vr = val_rows[t]
             s = pick(tasks[t], tasks[t].y[vr], scores[h, val_idx[t], :tasks[t].outputs]) if len(vr) else None
