@@ -92,25 +92,27 @@ class DataParams(Strict):
         return raw
 
     @model_validator(mode="after")
-    def _root_matches_source(self) -> "DataParams":
+    def _root_matches_source(self, info: ValidationInfo) -> "DataParams":
+        """The folders must exist, unless the caller plans without the data (`python -m tasks.plan --surgvu`)."""
+        check_paths = (info.context or {}).get("check_paths", True)
         if self.source == "synthetic" and self.root != SYNTHETIC_ROOT:
             raise ValueError(
                 f"data.root must be '{SYNTHETIC_ROOT}' when data.source is 'synthetic' "
                 f"(the synthesize stage writes there); got '{self.root}'"
             )
-        if self.source != "synthetic":
+        if self.source != "synthetic" and check_paths:
             root = resolve_path(self.root)
             if not root.is_dir():
                 raise ValueError(f"data.root '{self.root}' does not exist or is not a directory ({root})")
-        self._check_labels_root()
+        self._check_labels_root(check_paths)
         if self.labels_csv is not None:
             if self.source != "folder":
                 raise ValueError("data.labels_csv is only used with data.source 'folder'")
-            if not resolve_path(self.labels_csv).is_file():
+            if check_paths and not resolve_path(self.labels_csv).is_file():
                 raise ValueError(f"data.labels_csv '{self.labels_csv}' does not exist")
         return self
 
-    def _check_labels_root(self) -> None:
+    def _check_labels_root(self, check_paths: bool = True) -> None:
         default = default_labels_root(self.source, self.root)
         if self.source == "synthetic":
             if self.labels_root.rstrip("/") != default and resolve_path(self.labels_root) != resolve_path(default):
@@ -123,12 +125,12 @@ class DataParams(Strict):
                 raise ValueError(f"data.labels_root '{self.labels_root}' holds the synthetic demo's labels, not "
                                  "SurgVU's: set it to the folder of the SurgVU label archive that holds "
                                  "case_XXX/tasks.csv (e.g. <data.root>/labels when both archives are unpacked there)")
-            if not labels.is_dir():
+            if check_paths and not labels.is_dir():
                 which = " (the default: labels/ inside data.root)" if self.labels_root == default else ""
                 raise ValueError(f"data.labels_root '{self.labels_root}'{which} does not exist or is not a directory "
                                  f"({labels}); data.root is '{self.root}'. SurgVU ships its labels as a separate "
                                  "archive: set data.labels_root to the folder holding case_XXX/tasks.csv")
-        elif not labels.is_dir():
+        elif check_paths and not labels.is_dir():
             raise ValueError(f"data.labels_root '{self.labels_root}' does not exist ({labels}); the folder source "
                              "reads no label folder, but dvc.yaml lists it as a dependency of ingest: set it to "
                              "data.root's value")
@@ -430,14 +432,16 @@ def format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+def parse_params(raw: dict[str, Any], source: str = "params.yaml", check_paths: bool = True) -> Params:
+    """Validate; `check_paths=False` skips the checks that data folders exist (planning without the data)."""
     try:
-        return Params.model_validate(raw or {})
+        return Params.model_validate(raw or {}, context={"check_paths": check_paths})
     except ValidationError as err:
         raise ParamsError(format_errors(err, source)) from None
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Params:
+def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None,
+                check_paths: bool = True) -> Params:
     """Read, merge dotted `overrides` (e.g. {"data.fps": 2}) and validate; fails before any work."""
     path = Path(path)
     try:
@@ -450,7 +454,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         raise ParamsError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
-    return parse_params(raw, str(path))
+    return parse_params(raw, str(path), check_paths)
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:

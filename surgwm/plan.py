@@ -22,8 +22,9 @@ from typing import Any
 from surgwm.data.manifest import Manifest, VideoEntry, read_manifest
 from surgwm.data.split import split_by_case, subsample_cases
 from surgwm.params import REPO_ROOT, Params, resolve_path
-from surgwm.paths import CACHE, EMBEDDED_ENCODER, WEIGHTS
-from surgwm.sizes import (GB, checkpoint_bytes, clip_count, clip_tokens, decode_cache_bytes_for, evaluate_bytes,
+from surgwm.io import read_json
+from surgwm.paths import CACHE, EMBEDDED_ENCODER, METRICS, TRAIN, WEIGHTS
+from surgwm.sizes import (GB, checkpoint_bytes, clip_count, clip_tokens, decode_cache_bytes_for, evaluate_bytes, evaluate_clips,
                           feature_cache_bytes, fmt_bytes, predictor_params, video_frames, vit_params)
 
 CPU_FIGURES = REPO_ROOT / "bench" / "results" / "clip_store_cpu.json"
@@ -37,6 +38,34 @@ class PlanError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ inputs
+
+def evaluate_time(name: str, probe_clips: int, test_clips: int, metrics_dir: Path = METRICS) -> str:
+    """This workspace's last evaluation of `name` when it evaluated the clip counts this plan expects (the same
+    data and caps), else "not measured": its time depends on the encoder, which only a run on these shapes tells."""
+    r = read_json(metrics_dir / f"evaluate_{name}.json") or {}
+    sizes, secs = r.get("sizes") or {}, r.get("eval_time_s")
+    have = (sizes.get("train_clips", 0) + sizes.get("val_clips", 0), sizes.get("test_clips"))
+    if r.get("status") != "ok" or not secs or have != (probe_clips, test_clips):
+        return "not measured"
+    return f"{_hours(secs)} on {r.get('eval_device', '?')} (this workspace's last run, the same clips)"
+
+
+def measured_here(run: str, params: Params, enc: Any, metrics_dir: Path = METRICS,
+                  train_root: Path = TRAIN) -> dict[str, Any] | None:
+    """This workspace's last finished train@<run>, when it trained the same shapes as these params: its device,
+    clips/s and feature-cache build time (metrics/train_<run>.json, data/train/<run>/config.json). A measurement
+    on this machine, not a guess; None when there is none or the shapes differ."""
+    metrics, config = read_json(metrics_dir / f"train_{run}.json"), read_json(train_root / run / "config.json")
+    if not metrics or not config or not metrics.get("train_clips_per_s") or enc is None:
+        return None
+    d, m, rt = params.data, params.model, params.train.resolve(run)
+    arch, cd, ct = config.get("arch", {}), config.get("data", {}), config.get("train", {})
+    same = (cd.get("size"), cd.get("clip_frames"), config.get("model", {}).get("context_frames"),
+            ct.get("batch_size"), arch.get("encoder_dim"), arch.get("encoder_depth"), arch.get("predictor_dim"),
+            arch.get("predictor_depth")) == (d.size, d.clip_frames, m.context_frames, rt.batch_size, enc.dim,
+                                             enc.depth, m.predictor_dim, m.predictor_depth)
+    return metrics if same else None
+
 
 def surgvu_manifest(seed: int = 0) -> Manifest:
     """SurgVU 2024's shape without its files: 155 cases, 280 videos (125 cases in 2 parts, 30 in 1), 840 h in all.
@@ -189,8 +218,9 @@ def _hours(s: float) -> str:
     return f"{s / 3600:,.1f} h" if s >= 360 else f"{s / 60:,.1f} min"
 
 
-def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path = CACHE) -> str:
-    """The plan as text."""
+def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path = CACHE, metrics_dir: Path = METRICS,
+              train_root: Path = TRAIN) -> str:
+    """The plan as text; `metrics_dir`/`train_root`: where this workspace's last runs left their measurements."""
     d, dp, t, ev, m = params.data, params.decode, params.train, params.evaluate, params.model
     budget = params.storage.budget_gb
     c = count(manifest, params)
@@ -244,6 +274,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
                      f"{p_pred / 1e6:,.1f} M params)", ck, ""))
     total += ckpt_total
     pre = pretrained_encoder(params)
+    probe = evaluate_clips(train_clips, ev.max_train_clips, ev.max_val_clips)   # test videos are streamed
     for name in [*t.methods, *ev.baselines]:
         if name == "raw_pixels":
             dim, pred = 2 * 3 * ev.pixel_pool ** 2, False
@@ -255,8 +286,9 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
             if enc is None:
                 continue
             dim, pred = enc.dim, True
-        n = evaluate_bytes(c.clips, nc + nf, nf, dim, ev.feature_dtype, ev.rollouts, pred)
-        rows.append((f"evaluation working data, {name} ({dim}-d, {ev.feature_dtype}, every clip)", n, flag(n)))
+        n = evaluate_bytes(probe, nc + nf, nf, dim, ev.feature_dtype, ev.rollouts, pred)
+        rows.append((f"evaluation working data, {name} ({dim}-d, {ev.feature_dtype}, {probe:,} probe clips)", n,
+                     flag(n)))
     width = max(len(r[0]) for r in rows)
     for label, n, note in rows:
         say(f"  {label:<{width}}  {fmt_bytes(n) if n == n else '?':>9}  {note}")
@@ -304,6 +336,13 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
             feature_cache_bytes(c.clips, nc, nf, enc.dim, rt.feature_dtype) <= budget * GB
         key = "frozen_cached" if cached else ("finetune" if method != "frozen" else None)
         if diffs or key is None:
+            here = measured_here(run, params, enc, metrics_dir, train_root)
+            if here is not None:
+                secs = clips / here["train_clips_per_s"] + float(here.get("feature_cache_s") or 0.0)
+                say(f"{head}: {_hours(secs)} on {here.get('device_name', '?')} (this workspace's last train@{run}: "
+                    f"{here['train_clips_per_s']:,.1f} clips/s" + (f", feature cache {here['feature_cache_s']:.0f} s"
+                                                                 if here.get("feature_cache_s") else "") + ")")
+                continue
             why = ", ".join(diffs) if diffs else "frozen with the encoder on the fly: no feature cache"
             say(f"{head}: not measured for these settings ({why})")
             continue
@@ -326,7 +365,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
         if method == "scratch":
             say("    (scratch runs the same step as finetune: the finetune figure)")
     for name in [*t.methods, *ev.baselines]:
-        say(f"  evaluate {name}: not measured")
+        say(f"  evaluate {name}: {evaluate_time(name, probe, c.clips - train_clips, metrics_dir)}")
     if gpu_hi:
         say(f"  GPU-hours of the training above ({gpu['device']}): {gpu_lo:,.1f} - {gpu_hi:,.1f} "
             "(feature-cache building and evaluation not included: not measured)")

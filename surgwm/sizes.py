@@ -127,12 +127,24 @@ def feature_knobs(run: str, dtype: str) -> list[str]:
     return knobs + ["data.clip_stride (fewer clips)", "data.size or data.clip_frames (fewer tokens)"]
 
 
+def token_bytes(n_clips: int, shapes: Sequence[tuple[int, int]], dtype: str) -> int:
+    """Disk that memory-mapped tokens take: `n_clips` rows of each (tokens, dim) array in `dtype`."""
+    return int(n_clips * sum(n * d for n, d in shapes) * dtype_bytes(dtype))
+
+
+def evaluate_clips(probe_clips: int, max_train: int | None, max_val: int | None) -> int:
+    """Clips whose tokens evaluate keeps on disk: the probe's training and validation clips, each side capped
+    (evaluate.max_train_clips / max_val_clips); test videos are streamed and keep nothing."""
+    cap = (max_train if max_train is not None else probe_clips) + (max_val if max_val is not None else probe_clips)
+    return min(probe_clips, cap)
+
+
 def evaluate_bytes(n_clips: int, n_tokens: int, n_fut: int, dim: int, dtype: str, rollouts: int,
                    predictor: bool) -> int:
-    """An evaluation's working data as surgwm/evaluation/sources.py extract() writes it today: tokens (M, N, D) of
-    every clip plus, for a method, its rolled-out futures (M, R * Nf, D). The evaluation's caps replace M."""
-    per_clip = n_tokens + (rollouts * n_fut if predictor else 0)
-    return n_clips * per_clip * dim * dtype_bytes(dtype)
+    """An evaluation's working data (surgwm/evaluation/sources.py extract()): tokens (M, N, D) of the `n_clips`
+    probe clips (see evaluate_clips) plus, for a method, their rolled-out futures (M, R * Nf, D)."""
+    shapes = [(n_tokens, dim)] + ([(rollouts * n_fut, dim)] if predictor else [])
+    return token_bytes(n_clips, shapes, dtype)
 
 
 # ------------------------------------------------------------------------------------------ models

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from surgwm.params import DEFAULT_PARAMS, ParamsError, load_params, parse_overrides
-from surgwm.paths import CACHE, MANIFEST
+from surgwm.paths import CACHE, MANIFEST, METRICS, TRAIN
 from surgwm.plan import PlanError, load_manifest, make_plan
 
 
@@ -25,15 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--surgvu", action="store_true", help="plan for SurgVU 2024 (155 cases, 840 h) without the data")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param (repeatable)")
     ap.add_argument("--cache", type=Path, default=CACHE, help="decode cache whose size on disk is shown if present")
+    ap.add_argument("--metrics", type=Path, default=METRICS, help="this workspace's measured train/evaluate metrics")
+    ap.add_argument("--runs", type=Path, default=TRAIN, help="this workspace's trained runs (their config.json)")
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params, parse_overrides(args.set))
+        params = load_params(args.params, parse_overrides(args.set), check_paths=not args.surgvu)
         manifest, origin = load_manifest(params, args.manifest, args.surgvu)
     except (ParamsError, PlanError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"params: {args.params}" + (f" with {', '.join(args.set)}" if args.set else ""))
-    print(make_plan(params, manifest, origin, args.cache))
+    print(make_plan(params, manifest, origin, args.cache, args.metrics, args.runs))
     return 0
 
 

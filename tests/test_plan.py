@@ -40,7 +40,7 @@ def test_plan_on_a_tiny_manifest(tmp_path: Path, capsys: pytest.CaptureFixture) 
     m = tiny_manifest(tmp_path / "manifest.json")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"size": 64, "clip_frames": 8, "clip_stride": 4}}))
     rc, out, _ = run_plan(capsys, "--params", str(tmp_path / "params.yaml"), "--manifest", str(m),
-                          "--cache", str(tmp_path / "no_cache"))
+                          "--cache", str(tmp_path / "no_cache"), "--metrics", str(tmp_path / "no_metrics"))
     assert rc == 0
     assert "3 usable videos in 2 cases, 2.5 min" in out
     # 30 s at 4 fps = 120 frames -> (120 - 8) // 4 + 1 = 29 clips; 90 s -> 89 clips
@@ -50,6 +50,31 @@ def test_plan_on_a_tiny_manifest(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert "feature cache, run frozen" in out and "evaluation working data, raw_pixels" in out
     assert "decode on CPU" in out or "decode: not measured" in out
     assert "train finetune" in out and "not measured for these settings" in out      # tiny model: no GPU figure
+
+
+def test_plan_takes_train_time_from_this_workspaces_last_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A CPU rate is measured by the last train@<run> of these shapes: the plan uses it, naming the device."""
+    m = tiny_manifest(tmp_path / "manifest.json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"size": 64, "clip_frames": 8, "clip_stride": 4}}))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "train_finetune.json").write_text(json.dumps(
+        {"train_clips_per_s": 40.0, "device_name": "cpu (x86_64, 1 threads)"}))
+    (tmp_path / "runs" / "finetune").mkdir(parents=True)
+    (tmp_path / "runs" / "finetune" / "config.json").write_text(json.dumps({
+        "data": {"size": 64, "clip_frames": 8}, "model": {"context_frames": 4}, "train": {"batch_size": 32},
+        "arch": {"encoder_dim": 128, "encoder_depth": 3, "predictor_dim": 64, "predictor_depth": 2}}))
+    rc, out, _ = run_plan(capsys, "--params", str(tmp_path / "params.yaml"), "--manifest", str(m),
+                          "--metrics", str(tmp_path / "metrics"), "--runs", str(tmp_path / "runs"))
+    line = next(ln for ln in out.splitlines() if ln.startswith("  train finetune"))
+    assert rc == 0 and "on cpu (x86_64, 1 threads) (this workspace's last train@finetune: 40.0 clips/s)" in line
+    assert "not measured" in next(ln for ln in out.splitlines() if ln.startswith("  train scratch"))
+
+
+def test_plan_for_a_source_whose_folders_are_not_here(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--surgvu plans without the data, so examples/surgvu-vitl.yaml's folders need not exist."""
+    rc, out, err = run_plan(capsys, "--params", str(REPO_ROOT / "examples" / "surgvu-vitl.yaml"), "--surgvu",
+                            "--metrics", str(tmp_path / "none"))
+    assert rc == 0 and "280 usable videos in 155 cases, 840.0 h" in out and "h264 store" in out
 
 
 def test_plan_for_surgvu_at_vitl_settings(capsys: pytest.CaptureFixture) -> None:

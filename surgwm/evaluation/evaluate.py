@@ -52,7 +52,7 @@ from surgwm.evaluation.official import official_frames
 from surgwm.evaluation.outputs import write_outputs
 from surgwm.evaluation.probe_bank import Features, resolve_precision
 from surgwm.evaluation.probes import build_tasks, plan_banks, train_banks, unusable
-from surgwm.evaluation.sampling import feature_bytes, sample_test, sample_train, sample_val
+from surgwm.evaluation.sampling import sample_test, sample_train, sample_val
 from surgwm.evaluation.scoring import Scored, assemble, score_rows, stream_test
 from surgwm.evaluation.sources import Source, extract, load_source, token_shapes, world_model_source
 from surgwm.evaluation.split import EvalSplit, split_cases
@@ -61,7 +61,7 @@ from surgwm.failures import clear_failure, record_failure
 from surgwm.io import read_json, write_json
 from surgwm.params import BASELINE_NAMES, Params
 from surgwm.paths import CACHE, DECODED, EVALUATE, METRICS, TRAIN, WEIGHTS
-from surgwm.sizes import BudgetError, check_budget
+from surgwm.sizes import BudgetError, check_budget, token_bytes
 
 log = logging.getLogger("surgwm.evaluation")
 __all__ = ["evaluate", "prepare", "resolve_device", "score", "world_model_source"]   # register re-scores champions
@@ -104,7 +104,7 @@ def storage_estimate(src: Source, prep: Prepared, params: Params, device: torch.
     ev = params.evaluate
     shapes = token_shapes(src, prep.cache, prep.table.clips[int(prep.train[0])], ev.rollouts, device)
     clips = len(prep.train) + len(prep.val)
-    return {"bytes": feature_bytes(clips, shapes, ev.feature_dtype), "clips": clips, "shapes": shapes,
+    return {"bytes": token_bytes(clips, shapes, ev.feature_dtype), "clips": clips, "shapes": shapes,
             "dtype": ev.feature_dtype,
             "knobs": [f"evaluate.max_train_clips ({ev.max_train_clips})",
                       f"evaluate.max_val_clips ({ev.max_val_clips})", f"evaluate.feature_dtype ({ev.feature_dtype})"]}

@@ -7,7 +7,7 @@
   validation score should see the classes as they occur), and every case keeps at least one.
 - test: every test video is streamed a batch at a time (its tokens never reach the disk), at most
   `evaluate.max_test_clips_per_video` clips per video, evenly spaced.
-Only the training and validation clips' tokens are kept, in memory-mapped files: `feature_bytes` is their size,
+Only the training and validation clips' tokens are kept, in memory-mapped files: `surgwm.sizes.token_bytes` is their size,
 checked before anything is written. The demo's caps are above its size, so it keeps every clip.
 """
 
@@ -94,6 +94,3 @@ def sample_test(table: ClipTable, rows: np.ndarray, cap_per_video: int | None) -
     return [g[evenly_spaced(len(g), cap_per_video)] for g in by_video(table, rows)]
 
 
-def feature_bytes(clips: int, shapes: list[tuple[int, int]], dtype: str) -> int:
-    """Disk the memory-mapped tokens take: `clips` rows of each (tokens, dim) array in `dtype`."""
-    return int(clips * sum(n * d for n, d in shapes) * np.dtype(dtype).itemsize)
