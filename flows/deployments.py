@@ -97,7 +97,7 @@ def start_server(api_url: str, home: str) -> subprocess.Popen | None:
     server = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start",
                                "--host", parts.hostname or "127.0.0.1", "--port", str(parts.port or 4200)],
                               stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(240):                          # ~18 s fresh here (STACK_NOTES.md); allow 120 s
+    for _ in range(240):                          # ~18 s fresh here (docs/stack-notes.md); allow 120 s
         if healthy():
             print(f"Prefect server up: UI {api_url.removesuffix('/api')}  (log: {log.name})")
             return server

@@ -4,7 +4,7 @@ last retraining (or, before the first one, the last ingest) saw, and starts the 
 The retraining flow is the pipeline itself (as a subflow), so DVC decides what is stale: a new or changed video
 changes `data.root` (a dep of ingest, so dvc.lock records the new data version), decode decodes only videos not
 yet in its cache, the train stages resume or retrain, and the evaluate/register stages run the champion/challenger
-gate where this checkout has them. Self-hosted Prefect has no webhooks, hence a polling sensor (STACK_NOTES.md).
+gate where this checkout has them. Self-hosted Prefect has no webhooks, hence a polling sensor (docs/stack-notes.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """DVC stage `decode`: decode every usable video ONCE into a uint8 frame cache, because random clip reads
-from a `.npy` via mmap are ~3,000x faster than seeking in the source mp4 (see STACK_NOTES.md).
+from a `.npy` via mmap are ~3,000x faster than seeking in the source mp4 (see docs/stack-notes.md).
 
 Frames are sampled at `data.fps` (ffmpeg's `fps` filter, placed before `scale` so only kept frames are
 scaled) and made `data.size` x `data.size` RGB by the aspect policy below.
