@@ -9,14 +9,11 @@ pixels. The report then says whether pretraining helped on this data instead of 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-from surgwm.device import DeviceError
-from surgwm.evaluation.errors import EvaluateError
-from surgwm.evaluation.evaluate import evaluate
-from surgwm.params import BASELINE_NAMES, DEFAULT_PARAMS, ParamsError, load_params
+from surgwm.evaluation.evaluate import run_stage
+from surgwm.params import BASELINE_NAMES, DEFAULT_PARAMS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,16 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--params", default=str(DEFAULT_PARAMS))
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        evaluate(args.name, load_params(args.params), progress=not args.no_progress)
-    except ParamsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (EvaluateError, DeviceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_stage(args.name, args.params, "baseline", progress=not args.no_progress)
 
 
 if __name__ == "__main__":

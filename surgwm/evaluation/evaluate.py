@@ -233,3 +233,27 @@ def summary(r: dict[str, Any]) -> str:
                       g("anticipation", "time_to_next_mae_s"), g("future", "retrieval_top1"),
                       f"{fits.get('heads', '?')} probe heads in {r.get('eval_time_s', '?')} s"])
 
+
+
+def run_stage(name: str, params_path: str | Path, kind: str, progress: bool = True) -> int:
+    """The evaluate and baseline stages' shared command line: the exit status, the error on stderr (2: params,
+    1: the evaluation itself, after its failed record is written)."""
+    import sys
+
+    from surgwm.device import DeviceError
+    from surgwm.params import ParamsError, load_params
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        params = load_params(params_path)
+        if kind == "method" and name not in params.train.methods:
+            raise EvaluateError(f"'{name}' is not a run of train.methods ({', '.join(params.train.methods)}); "
+                                "baselines are evaluated by `python -m tasks.baseline <name>`")
+        evaluate(name, params, progress=progress)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (EvaluateError, DeviceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
