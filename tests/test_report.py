@@ -191,3 +191,11 @@ def test_report_without_any_evaluation_says_so(tmp_path):
     params = parse_params(eval_raw())
     md = comparison_markdown(params, [], None, evaluate_root=tmp_path)
     assert "was not measured for any run" in md and "nothing below carries an interval" in md
+
+
+def test_sizes_line_never_prints_none_for_a_count_the_data_lacks():
+    from surgwm.evaluation.report import _events
+
+    assert _events({"test_events": 3, "test_event_clips": 7}) == "3 events in 7 clips"
+    assert _events({"test_events": 1, "test_event_clips": None}) == "1 events"
+    assert _events({}) == "events: not in this data"

@@ -398,7 +398,7 @@ def _sizes(units: Sequence[Unit], cases: dict[str, list[str]], resamples: int) -
     return {"test_cases": len(cases["test"]), "test_videos": len(videos),
             "test_clips": int(len(step)) if step is not None else said.get("test_clips"),
             "test_events": said.get("test_events", int((event.true == 1).sum()) if event is not None else None),
-            "test_event_clips": int((event.true == 1).sum()) if event is not None else None,
+            "test_event_clips": int((event.true == 1).sum()) if event is not None else said.get("test_event_clips"),
             "val_cases": len(cases["val"]), "train_cases": said.get("train_cases", len(cases["train"]) or None),
             "probe_seeds": probe[0] if len(probe) == 1 else probe,
             "world_model_seeds": {u.name: len(u.members) for u in units if u.kind == "method"},

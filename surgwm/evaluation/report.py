@@ -54,6 +54,14 @@ def _cell(v: dict[str, Any] | None, fmt: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- sections
 
+def _events(sizes: dict[str, Any]) -> str:
+    """'3 events in 7 clips'; a count the data does not give is left out, never printed as None."""
+    events, clips = sizes.get("test_events"), sizes.get("test_event_clips")
+    if events is None:
+        return "events: not in this data"
+    return f"{events} events" + (f" in {clips} clips" if clips is not None else "")
+
+
 def _bounds(comparison: dict[str, Any], params: Params) -> list[str]:
     out = ["## What this comparison can and cannot tell", ""]
     groups = comparison.get("groups", [])
@@ -67,7 +75,7 @@ def _bounds(comparison: dict[str, Any], params: Params) -> list[str]:
         out.append(
             (f"- Evaluation key `{g['eval_key']}`: " if len(groups) > 1 else "- ")
             + f"**{s['test_cases']} test cases** ({s['test_videos']} videos, {s.get('test_clips', '?')} clips, "
-              f"{s.get('test_events', '?')} events in {s.get('test_event_clips', '?')} clips); probe validation "
+              f"{_events(s)}); probe validation "
               f"{s['val_cases']} cases, probe training {s.get('train_cases', '?')} cases; "
               f"{s.get('probe_seeds', '?')} probe seed(s) per name; world-model seeds: "
             + (", ".join(f"`{n}` {m}" for n, m in repeated.items()) if repeated else "one run per method")
