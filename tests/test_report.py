@@ -197,5 +197,5 @@ def test_sizes_line_never_prints_none_for_a_count_the_data_lacks():
     from surgwm.evaluation.report import _events
 
     assert _events({"test_events": 3, "test_event_clips": 7}) == "3 events in 7 clips"
-    assert _events({"test_events": 1, "test_event_clips": None}) == "1 events"
+    assert _events({"test_events": 1, "test_event_clips": None}) == "1 event"
     assert _events({}) == "events: not in this data"

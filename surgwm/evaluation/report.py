@@ -59,7 +59,7 @@ def _events(sizes: dict[str, Any]) -> str:
     events, clips = sizes.get("test_events"), sizes.get("test_event_clips")
     if events is None:
         return "events: not in this data"
-    return f"{events} events" + (f" in {clips} clips" if clips is not None else "")
+    return f"{events} event{'' if events == 1 else 's'}" + (f" in {clips} clips" if clips is not None else "")
 
 
 def _bounds(comparison: dict[str, Any], params: Params) -> list[str]:
