@@ -391,3 +391,18 @@ def test_rollout_starts_from_the_clip_end_and_never_reads_the_future(seed0):
     assert a.shape == (2, 2 * 2 * (SIZE // 16) ** 2, 32)
     assert torch.equal(a, b)
     assert np.isfinite(a.numpy()).all()
+
+
+def test_unlabelled_time_of_a_labelled_video_is_other_as_surgvu_scores_it(make_params):
+    """A gap between two steps is `other` (the official metric's rule); a video with no step labels stays unknown."""
+    from surgwm.data.manifest import Interval, Manifest, VideoEntry
+
+    steps = [Interval(start=0, stop=4, label="range_of_motion"), Interval(start=6, stop=10, label="suturing")]
+    videos = [VideoEntry(video_id=v, case=v, path=f"/v/{v}.mp4", duration_s=10, frames=40, steps=s)
+              for v, s in (("a", steps), ("b", []))]
+    table = clip_table(Manifest(source="surgvu", root="/v", videos=videos), make_params())
+    mids = {(c.video_id, (c.start + 4) / 4): int(y) for c, y in zip(table.clips, table.step)}  # centre, seconds
+    other = table.step_classes.index("other")
+    assert mids[("a", 1.0)] == table.step_classes.index("range_of_motion")
+    assert mids[("a", 5.0)] == other and mids[("a", 7.0)] == table.step_classes.index("suturing")
+    assert {y for (v, _), y in mids.items() if v == "b"} == {-1}

@@ -41,6 +41,20 @@ class ClipTable:
         return np.flatnonzero(keep)
 
 
+OTHER = "other"
+
+
+def fill_other(table: ClipTable, manifest: Manifest) -> None:
+    """Unlabelled time in a video that has step labels is `other`, as SurgVU's official evaluation counts it (its
+    tasks.csv leaves most `other` time out), so the probes learn and score the class the challenge scores. A video
+    with no step labels at all stays unlabelled (-1): it is unknown, not `other`."""
+    if OTHER not in table.step_classes:
+        return
+    labelled = [v.video_id for v in manifest.usable() if v.steps]
+    fill = (table.step < 0) & np.isin(table.video, labelled)
+    table.step[fill] = table.step_classes.index(OTHER)
+
+
 def clip_table(manifest: Manifest, params: Params) -> ClipTable:
     d = params.data
     clips = build_clips(manifest, d.clip_frames, d.clip_stride, d.fps)
@@ -55,6 +69,7 @@ def clip_table(manifest: Manifest, params: Params) -> ClipTable:
                   np.array([c.step for c in clips]), np.array([c.motion for c in clips]),
                   np.array([c.event for c in clips]), nxt[:, 0].astype(int), nxt[:, 1],
                   np.array([c.start for c in clips]), list(manifest.step_classes), list(manifest.motion_classes), {})
+    fill_other(t, manifest)
     if not (t.step >= 0).any():
         t.missing["step"] = "no step labels in this data"
     if not manifest.motion_classes or not (t.motion >= 0).any():
