@@ -218,3 +218,11 @@ def test_main_reports_error_without_traceback(tmp_path: Path, capsys: pytest.Cap
     p.write_text("weights:\n  model: ./no/such/vitl.pt\n")
     assert weights_stage.main(["--params", str(p), "--out", str(tmp_path / "w")]) == 1
     assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_embedded_weights_record_a_path_relative_to_the_checkout(tmp_path: Path) -> None:
+    """weights.json is hashed into dvc.lock: an absolute path would make every clone's hash differ."""
+    from surgwm.paths import EMBEDDED_ENCODER
+
+    record = prepare_weights(params("embedded"), out_dir=tmp_path / "w")
+    assert record["resolved"] == "assets/vjepa2-tiny-surgical" and EMBEDDED_ENCODER.is_dir()

@@ -15,7 +15,7 @@ from torch import Tensor
 from models import Predictor, VideoEncoder, encoder_config, preprocess
 from models.probe import PixelTokens
 from surgwm.data.clips import Clip, ClipReader
-from surgwm.params import Params
+from surgwm.params import Params, portable_path
 from surgwm.evaluation.errors import EvaluateError
 from surgwm.training.runs import RunNotFinished, load_run
 
@@ -61,7 +61,7 @@ def baseline_source(name: str, params: Params, weights_dir: Path, device: torch.
     if cfg_file.is_file():
         from transformers import VJEPA2Config
 
-        cfg, arch = VJEPA2Config.from_json_file(str(cfg_file)), f"{cfg_file} (the pretrained encoder's)"
+        cfg, arch = VJEPA2Config.from_json_file(str(cfg_file)), f"{portable_path(cfg_file)} (the pretrained encoder's)"
     else:
         m, d = params.model, params.data
         cfg = encoder_config(m.encoder_dim, m.encoder_depth, m.encoder_heads, d.size, d.clip_frames)

@@ -27,7 +27,7 @@ from typing import Any
 from models.encoder import VideoEncoder
 from surgwm.io import file_sha256
 from surgwm.training.meta_checkpoint import WeightsError, load_meta_encoder
-from surgwm.params import EMBEDDED_WEIGHTS, Params, resolve_path
+from surgwm.params import EMBEDDED_WEIGHTS, Params, portable_path, resolve_path
 from surgwm.paths import EMBEDDED_ENCODER, WEIGHTS
 
 __all__ = ["WeightsError", "prepare_weights", "load_encoder", "resolve_source", "hub_kwargs"]
@@ -119,7 +119,9 @@ def load_encoder(params: Params, embedded_dir: Path = EMBEDDED_ENCODER) -> tuple
         encoder = load_meta_encoder(location, params.weights.checkpoint_key)
     else:
         encoder = _load_hf(location, kind)
-    source = {"source": kind, "model": params.weights.model, "resolved": location,
+    # a path inside the checkout is recorded relative to it, so data/weights hashes the same in every clone
+    resolved = location if kind == "hub" else portable_path(location)
+    source = {"source": kind, "model": params.weights.model, "resolved": resolved,
               "revision": _hub_revision(location) if kind == "hub" else None,
               "checkpoint_key": params.weights.checkpoint_key if kind == "meta" else None}
     return encoder, source
