@@ -218,7 +218,7 @@ def _hours(s: float) -> str:
     return f"{s / 3600:,.1f} h" if s >= 360 else f"{s / 60:,.1f} min"
 
 
-def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path = CACHE, metrics_dir: Path = METRICS,
+def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path | None = CACHE, metrics_dir: Path = METRICS,
               train_root: Path = TRAIN) -> str:
     """The plan as text; `metrics_dir`/`train_root`: where this workspace's last runs left their measurements."""
     d, dp, t, ev, m = params.data, params.decode, params.train, params.evaluate, params.model
@@ -294,7 +294,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path =
         say(f"  {label:<{width}}  {fmt_bytes(n) if n == n else '?':>9}  {note}")
     say(f"  {'on disk at once (decode cache + feature caches that fit + checkpoints)':<{width}}  "
         f"{fmt_bytes(total):>9}")
-    if cache_dir.is_dir():
+    if cache_dir is not None and cache_dir.is_dir():
         have = sum(p.stat().st_size for p in cache_dir.iterdir() if p.is_file())
         where = cache_dir.relative_to(REPO_ROOT) if cache_dir.is_relative_to(REPO_ROOT) else cache_dir
         say(f"  {f'decode cache on disk now ({where})':<{width}}  {fmt_bytes(have):>9}")

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"params: {args.params}" + (f" with {', '.join(args.set)}" if args.set else ""))
-    print(make_plan(params, manifest, origin, args.cache, args.metrics, args.runs))
+    cache = None if args.surgvu else args.cache          # this workspace's cache is not SurgVU's
+    print(make_plan(params, manifest, origin, cache, args.metrics, args.runs))
     return 0
 
 
