@@ -107,6 +107,7 @@ def test_frames_shape_and_clip_reads(tmp_path: Path) -> None:
     assert read_manifest(tmp_path / "cache" / "manifest.json") == out
     side = json.loads((tmp_path / "cache" / "v.json").read_text())
     assert side["frames"] == 20 and side["sha256"] == out.videos[0].sha256
+    assert out.decode_key == side["decode_key"] == dec.params_key(params())   # what train/evaluate key on
     clips = build_clips(out, 8, 4, 4.0)
     assert [c.start for c in clips] == [0, 4, 8, 12]
     assert np.array_equal(ClipCache(tmp_path / "cache", 8).read(clips[1]), arr[4:12])

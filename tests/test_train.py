@@ -264,3 +264,17 @@ def test_demo_defaults_are_consistent():
         cfg = resolve(p, name)
         assert clips_per_case * train_cases >= cfg.train.batch_size
     assert tiny_raw()["model"]["context_frames"] == CONTEXT
+
+
+def test_decode_settings_are_part_of_the_data_signature():
+    """A changed border, store or crf changes the cached pixels: the run's checkpoint and the frozen feature cache,
+    both keyed on this signature, must not be reused."""
+    from surgwm.data.manifest import Manifest, VideoEntry
+    from surgwm.training.features import clips_signature
+
+    video = VideoEntry(video_id="v", case="c", path="/v.mp4", sha256="ab", frames=12)
+    clips = [Clip("v", "c", 0, -1, -1, 0), Clip("v", "c", 4, -1, -1, 0)]
+    before = Manifest(source="folder", root="/", videos=[video], decode_key="k-border-0")
+    after = before.model_copy(update={"decode_key": "k-border-0.08"})
+    assert clips_signature(before, clips) != clips_signature(after, clips)
+    assert clips_signature(before, clips) == clips_signature(before.model_copy(), clips)

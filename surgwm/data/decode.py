@@ -406,7 +406,7 @@ def decode(
 
     videos = [v.model_copy(update={"frames": results[i].frames, "error": results[i].error})
               for i, v in enumerate(manifest.videos)]
-    out = manifest.model_copy(update={"videos": videos})
+    out = manifest.model_copy(update={"videos": videos, "decode_key": params_key(params)})
     write_manifest(out, cache_dir / "manifest.json")
     if statuses is not None:
         statuses.update({r.video_id: r.status for r in results.values()})

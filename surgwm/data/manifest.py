@@ -59,6 +59,7 @@ class Manifest(BaseModel):
     step_classes: list[str] = list(STEP_CLASSES)
     motion_classes: list[str] = []
     tool_classes: list[str] = []        # the tool vocabulary: every tool class in `tools`, sorted
+    decode_key: str | None = None       # set by decode: the settings (fps, size, border, store) its frames came from
     videos: list[VideoEntry] = []
 
     def usable(self) -> list[VideoEntry]:

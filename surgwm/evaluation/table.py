@@ -86,8 +86,8 @@ def clip_table(manifest: Manifest, params: Params) -> ClipTable:
 
 def next_transition(video: VideoEntry, clip: Clip, index: dict[str, int], clip_frames: int,
                     fps: float) -> tuple[int, float]:
-    """The anticipation targets of a clip: the first step after the clip's centre that differs from its own (as
-    surgwm.data.clips.next_step) and the seconds from the centre to its start; (-1, nan) when the video has none."""
+    """The anticipation targets of a clip: the first step after the clip's centre that differs from its own, and
+    the seconds from the centre to its start; (-1, nan) when the video has none."""
     t0, t1 = clip_span(clip.start, clip_frames, fps)
     mid = (t0 + t1) / 2
     ordered = sorted(video.steps, key=lambda iv: iv.start)
@@ -103,10 +103,11 @@ def next_transition(video: VideoEntry, clip: Clip, index: dict[str, int], clip_f
 def eval_key(table: ClipTable, split: EvalSplit, manifest: Manifest, params: Params) -> str:
     """What makes two evaluations comparable: same test clips, labels, video content, probe recipe and split."""
     ev = params.evaluate.model_dump(exclude={"device", "threads", "gpu_prices", "convergence_metric",
-                                             "convergence_fraction", "baselines", "feature_dtype"})
+                                             "convergence_fraction", "baselines", "feature_dtype",
+                                             "bootstrap_resamples"})
     test = table.rows(split.test)
     videos = sorted((v.video_id, v.sha256) for v in manifest.usable() if v.video_id in set(table.video[test]))
     labels = [(table.clips[i].video_id, table.clips[i].start, int(table.step[i]), int(table.motion[i]),
                int(table.event[i]), int(table.next_step[i])) for i in test]
     return fingerprint(ev, params.data.model_dump(mode="json", include={"fps", "size", "clip_frames", "clip_stride"}),
-                       [split.train, split.val, split.test], videos, labels)[:16]
+                       [split.train, split.val, split.test], videos, labels, manifest.decode_key)[:16]

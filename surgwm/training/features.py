@@ -63,10 +63,11 @@ def encode_pair(encoder: VideoEncoder, pixels: Tensor, context_frames: int) -> t
 
 
 def clips_signature(manifest: Manifest, clips: Sequence[Clip]) -> str:
-    """Hash of the clip list and of the content of the videos it reads."""
+    """Hash of the clip list, the content of the videos it reads and the decode settings their frames came from
+    (a changed border, store or crf changes the pixels: the checkpoint and the feature cache must not be reused)."""
     used = {c.video_id for c in clips}
     videos = [(v.video_id, v.sha256, v.frames) for v in manifest.videos if v.video_id in used]
-    return fingerprint(sorted(videos), [(c.video_id, c.start) for c in clips])
+    return fingerprint(sorted(videos), [(c.video_id, c.start) for c in clips], manifest.decode_key)
 
 
 def feature_key(weights_sha256: str, data: dict[str, Any], context_frames: int, dtype: str, clips_sig: str) -> str:
