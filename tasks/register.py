@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from surgwm.io import write_json
 from surgwm.params import DEFAULT_PARAMS, ParamsError, load_params
 from surgwm.paths import REGISTER_RECORD as RECORD
-from surgwm.tracking.client import TrackingUnavailable
+from surgwm.tracking.client import TrackingUnavailable, recorded_uri
 from surgwm.tracking.client import tracking_uri as default_tracking_uri
 from surgwm.tracking.registry import RegisterError, register
 
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RegisterError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         # the report says why nothing was logged; the metrics stay in metrics/*.json for the next `register`
-        write_json(RECORD, {"status": "failed", "error": str(err), "tracking_uri": default_tracking_uri(),
+        write_json(RECORD, {"status": "failed", "error": str(err), "tracking_uri": recorded_uri(default_tracking_uri()),
                             "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return 1
     return 0

@@ -326,6 +326,14 @@ def test_no_method_with_the_metric_fails_clearly(store, tmp_path):
         do_register(tmp_path, params, store)
 
 
+def test_an_error_metric_ranked_higher_is_better_is_refused_before_logging(store, tmp_path):
+    params = params_for(["a"], "wm-direction", metric="anticipation.time_to_next_mae_s", greater_is_better=True)
+    evaluated(tmp_path, "a", 0.6)
+    with pytest.raises(RegisterError, match="lower-is-better, but register.greater_is_better is true: set it to false"):
+        do_register(tmp_path, params, store)
+    assert not (tmp_path / "reports" / "register.json").exists()
+
+
 def test_unreachable_server_fails_fast_and_a_rerun_logs_everything(store, tmp_path):
     params = params_for(["a"], "wm-outage")
     evaluated(tmp_path, "a", 0.6)
@@ -369,3 +377,14 @@ def test_champion_from_other_eval_data_is_reevaluated_from_the_registry(store, t
     assert 0 <= before["score"] <= 1
     v1 = mlflow.MlflowClient(store).get_model_version("wm-real", "1")
     assert float(v1.tags["val.new.step.f1_video"]) == before["score"]
+
+
+def test_the_checkouts_store_is_recorded_relative_to_it():
+    """reports/register.json is hashed by DVC: the default store must read the same in every clone."""
+    from surgwm.params import REPO_ROOT
+    from surgwm.tracking.client import absolute_uri, recorded_uri
+
+    here = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    assert recorded_uri(here) == "sqlite:///mlflow.db" and absolute_uri("sqlite:///mlflow.db") == here
+    assert recorded_uri("sqlite:////elsewhere/m.db") == "sqlite:////elsewhere/m.db"
+    assert recorded_uri("http://mlflow.internal:5000") == "http://mlflow.internal:5000"

@@ -15,7 +15,6 @@ active flow-run context), and the device.
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from surgwm.params import REPO_ROOT
+from surgwm.params import REPO_ROOT, portable_path, resolve_path
 
 DEFAULT_DB = REPO_ROOT / "mlflow.db"
 ARTIFACTS = REPO_ROOT / "mlartifacts"
@@ -42,6 +41,24 @@ class TrackingUnavailable(RuntimeError):
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+
+
+SQLITE = "sqlite:///"
+
+
+def recorded_uri(uri: str) -> str:
+    """The URI as reports keep it: a SQLite store inside the checkout as `sqlite:///mlflow.db` (relative to the
+    checkout), so reports/register.json, which DVC hashes, is the same in every clone; other stores as they are."""
+    if uri.startswith(SQLITE) and Path(uri[len(SQLITE):]).is_absolute():
+        return SQLITE + portable_path(uri[len(SQLITE):])
+    return uri
+
+
+def absolute_uri(uri: str) -> str:
+    """recorded_uri's inverse: a relative SQLite path is relative to the checkout, wherever the caller runs."""
+    if uri.startswith(SQLITE) and not Path(uri[len(SQLITE):]).is_absolute():
+        return SQLITE + str(resolve_path(uri[len(SQLITE):]))
+    return uri
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -78,7 +95,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def connect(uri: str | None = None):
     """An MlflowClient for `uri` (default: tracking_uri()), after the reachability check."""
-    uri = uri or tracking_uri()
+    uri = absolute_uri(uri or tracking_uri())
     check_reachable(uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")   # a server that dies mid-way fails in seconds
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
@@ -152,14 +169,10 @@ def flow_run_id() -> str | None:
 
 
 def device() -> str:
-    try:
-        import torch
+    """The device this process would train or evaluate on, named as the cost rows name it (surgwm/device.py)."""
+    from surgwm.device import device_name, resolve_device
 
-        if torch.cuda.is_available():
-            return f"cuda ({torch.cuda.get_device_name(0)})"
-    except ImportError:
-        pass
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    return device_name(resolve_device("auto", "device"))
 
 
 def run_tags(extra: dict[str, Any] | None = None, lock: Path = DVC_LOCK) -> dict[str, str]:

@@ -51,7 +51,7 @@ from surgwm.paths import CACHE, DECODED, EVALUATE, METRICS, REGISTER_RECORD, TRA
 from surgwm.evaluation import compare
 from surgwm.evaluation.intervals import Interval, favourable, fmt_diff
 from surgwm.evaluation.rows import Outputs, Rows, read_outputs
-from surgwm.tracking.client import DVC_LOCK, connect, experiment_id, run_tags
+from surgwm.tracking.client import DVC_LOCK, connect, experiment_id, recorded_uri, run_tags
 from surgwm.tracking.model_card import card, data_facts, data_hashes, dataset_inputs
 from surgwm.training.runs import load_run, world_model
 
@@ -411,6 +411,17 @@ def card_evaluation(params: Params, name: str, outputs: Outputs | None) -> tuple
 
 # ------------------------------------------------------------------------------------------------- stage
 
+def check_direction(params: Params) -> None:
+    """register.greater_is_better must agree with the metric's own direction (an error metric ranked "higher is
+    better" would crown the worst run): refused before anything is logged."""
+    reg = params.register
+    mdef = compare.metric_def(reg.metric, params.evaluate.top_k)
+    if mdef is not None and (mdef.better == "high") != reg.greater_is_better:
+        raise RegisterError(f"register.metric '{reg.metric}' is {'higher' if mdef.better == 'high' else 'lower'}-is-"
+                            f"better, but register.greater_is_better is {str(reg.greater_is_better).lower()}: set it "
+                            f"to {str(mdef.better == 'high').lower()}")
+
+
 def register(params: Params, *, metrics_dir: Path = METRICS, train_root: Path = TRAIN,
              evaluate_root: Path | None = None, cache_dir: Path = CACHE,
              manifest_path: Path = DECODED, tracking_uri: str | None = None, record_path: Path = REGISTER_RECORD,
@@ -420,6 +431,7 @@ def register(params: Params, *, metrics_dir: Path = METRICS, train_root: Path = 
     evaluate_root = Path(evaluate_root) if evaluate_root is not None else EVALUATE
     lock = Path(lock) if lock is not None else DVC_LOCK
     reg = params.register
+    check_direction(params)
     records = collect(params, metrics_dir, train_root)
     client = connect(tracking_uri)  # raises TrackingUnavailable first: nothing half-logged
     exp_id = experiment_id(client, reg.experiment)
@@ -481,7 +493,7 @@ def register(params: Params, *, metrics_dir: Path = METRICS, train_root: Path = 
     client.set_tag(best_run, "register.decision", ("champion moved: " if decision["moved"] else "champion kept: ")
                    + decision["reason"][:4000])
     log.info("%s: %s", "champion moved" if decision["moved"] else "champion kept", decision["reason"])
-    record = {"tracking_uri": client.tracking_uri, "experiment": reg.experiment, "experiment_id": exp_id,
+    record = {"tracking_uri": recorded_uri(client.tracking_uri), "experiment": reg.experiment, "experiment_id": exp_id,
               "model": reg.model_name, "metric": reg.metric, "selected_on": "validation", "best": best.name,
               "score": score, "version": str(version.version),
               "aliases": {CHALLENGER: str(version.version), CHAMPION: decision["champion_after"]},
