@@ -1,6 +1,6 @@
 """Probe training for one evaluated name: the recipe before probe banks vs the bank protocol, side by side.
 
-    .venv/bin/python bench/probe_bank.py [--workspace /work/main] [--name frozen] [--repeat 1] [--depth1]
+    .venv/bin/python bench/probe_bank.py [--workspace DIR] [--name frozen] [--repeat 1] [--depth1]
 
 Both recipes train on the same tokens, same split and same clips (the demo's shapes: ~1,400 clips, 64 tokens of 128
 values, 2 roll-outs of 32 tokens), one after the other in one process, `--repeat` times alternated:

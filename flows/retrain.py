@@ -23,8 +23,7 @@ from flows.pipeline import pipeline
 from flows.run import workspace
 from flows.workspace_lock import DEFAULT_TIMEOUT_S, workspace_lock
 from surgwm.data.ingest import discover_folder, discover_surgvu
-from surgwm.io import file_sha256
-from surgwm.io import atomic_write_text
+from surgwm.io import atomic_write_text, file_sha256, read_json
 from surgwm.params import DEFAULT_PARAMS, SYNTHETIC_ROOT, Params, load_params
 
 STATE = Path(".pipeline") / "sensor"
@@ -46,7 +45,7 @@ def content_snapshot(params: Params, root: Path) -> tuple[dict[str, str], int]:
     """
     src = source_root(params, root)
     found = [] if not src.is_dir() else discover_folder(src) if params.data.source == "folder" else discover_surgvu(src)
-    cache = _read(root / HASHES) or {}
+    cache = read_json(root / HASHES) or {}
     snap, fresh, hashed = {}, {}, 0
     for f in found:
         key, st = str(f.path.resolve()), f.path.stat()
@@ -62,10 +61,10 @@ def content_snapshot(params: Params, root: Path) -> tuple[dict[str, str], int]:
 
 def seen_snapshot(root: Path) -> dict[str, str]:
     """What the last retraining used; before the first, what the last ingest recorded (nothing: all is new)."""
-    seen = _read(root / SEEN)
+    seen = read_json(root / SEEN)
     if seen is not None:
         return seen
-    manifest = _read(root / "data" / "ingest" / "manifest.json") or {"videos": []}
+    manifest = read_json(root / "data" / "ingest" / "manifest.json") or {"videos": []}
     out = {}
     for v in manifest["videos"]:
         if v.get("sha256"):
@@ -77,13 +76,6 @@ def seen_snapshot(root: Path) -> dict[str, str]:
 def compare(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
     return {"added": sorted(new.keys() - old.keys()), "removed": sorted(old.keys() - new.keys()),
             "changed": sorted(k for k in new.keys() & old.keys() if new[k] != old[k])}
-
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @flow(name="retrain", log_prints=True)

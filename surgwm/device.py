@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import platform
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:          # torch is imported where it is used: the report and the plan need only same_device
+    import torch
 
 
 class DeviceError(RuntimeError):
@@ -13,6 +15,8 @@ class DeviceError(RuntimeError):
 
 def resolve_device(want: str, key: str, local_rank: int = 0) -> torch.device:
     """`want` is auto | cpu | cuda (the value of params key `key`); auto takes a GPU when there is one."""
+    import torch
+
     if want == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"{key} is 'cuda' but no CUDA device is available (set {key}: auto)")
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
@@ -25,6 +29,17 @@ def resolve_device(want: str, key: str, local_rank: int = 0) -> torch.device:
 
 def device_name(device: torch.device) -> str:
     """The GPU model, or the CPU with its thread count: what the cost rows and MLflow tags name."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def same_device(device: str, price_name: str) -> bool:
+    """A price applies to the device it names exactly (case and spacing aside): 'RTX 3090' is not 'RTX 4090', and
+    a CPU time priced as an A100 hour says nothing about an A100."""
+    def norm(s: str) -> str:
+        return " ".join(s.split()).casefold()
+
+    return norm(device) == norm(price_name)

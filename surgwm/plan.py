@@ -22,6 +22,7 @@ from typing import Any
 from surgwm.data.manifest import Manifest, VideoEntry, read_manifest
 from surgwm.data.split import split_by_case, subsample_cases
 from surgwm.params import REPO_ROOT, Params, resolve_path
+from surgwm.device import same_device
 from surgwm.io import read_json
 from surgwm.paths import CACHE, EMBEDDED_ENCODER, METRICS, TRAIN, WEIGHTS
 from surgwm.sizes import (GB, checkpoint_bytes, clip_count, clip_tokens, decode_cache_bytes_for, evaluate_bytes, evaluate_clips,
@@ -107,13 +108,6 @@ def load_manifest(params: Params, path: Path, surgvu: bool) -> tuple[Manifest, s
         return synthetic_manifest(params), "data.synthetic (the synthesize stage has not run yet)"
     raise PlanError(f"no ingested manifest at {path}: run the ingest stage first (`dvc repro ingest`), "
                     "or plan for SurgVU without the data: `python -m tasks.plan --surgvu`")
-
-
-def read_figures(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -208,12 +202,6 @@ def gpu_applies(gpu: dict[str, Any], params: Params, enc: Encoder | None) -> lis
     return diffs
 
 
-def _same_device(device: str, price_name: str) -> bool:
-    """The report's rule (surgwm/evaluation/report.py): a price names its device exactly, case and spacing aside."""
-    norm = lambda s: " ".join(s.split()).casefold()   # noqa: E731
-    return norm(device) == norm(price_name)
-
-
 def _hours(s: float) -> str:
     return f"{s / 3600:,.1f} h" if s >= 360 else f"{s / 60:,.1f} min"
 
@@ -303,7 +291,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path |
 
     say("")
     say("Time (from measurements only)")
-    cpu = read_figures(CPU_FIGURES)
+    cpu = read_json(CPU_FIGURES)
     if cpu:
         dec_s = c.source_frames / cpu["decode_source_frames_per_cpu_s"]
         enc_s = c.frames / cpu["store_encode_frames_per_cpu_s"] if dp.store == "h264" else 0.0
@@ -318,7 +306,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path |
     else:
         say(f"  decode: not measured (no {CPU_FIGURES.relative_to(REPO_ROOT)}: run bench/clip_store.py --save)")
     read = (cpu or {}).get("reads_clips_per_cpu_s", {}).get(dp.store)
-    gpu = read_figures(GPU_FIGURES)
+    gpu = read_json(GPU_FIGURES)
     gpu_lo = gpu_hi = 0.0                       # GPU-hours at the measured high and low throughput
     for run in t.methods:
         rt = t.resolve(run)
@@ -371,7 +359,7 @@ def make_plan(params: Params, manifest: Manifest, origin: str, cache_dir: Path |
             "(feature-cache building and evaluation not included: not measured)")
         priced = False
         for price_name, price in ev.gpu_prices.items():
-            if _same_device(gpu["device"], price_name):
+            if same_device(gpu["device"], price_name):
                 priced = True
                 say(f"    cost at evaluate.gpu_prices['{price_name}'] = {price:g} USD per GPU-hour: "
                     f"{gpu_lo * price:,.0f} - {gpu_hi * price:,.0f} USD")

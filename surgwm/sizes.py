@@ -120,13 +120,6 @@ def feature_cache_bytes(n_clips: int, n_ctx: int, n_fut: int, dim: int, dtype: s
     return n_clips * (n_ctx + n_fut) * dim * dtype_bytes(dtype)
 
 
-def feature_knobs(run: str, dtype: str) -> list[str]:
-    knobs = [f"train.methods.{run}.feature_cache: false (the encoder runs every step)"]
-    if dtype == "float32":
-        knobs.append("train.feature_dtype: float16 (halves it)")
-    return knobs + ["data.clip_stride (fewer clips)", "data.size or data.clip_frames (fewer tokens)"]
-
-
 def token_bytes(n_clips: int, shapes: Sequence[tuple[int, int]], dtype: str) -> int:
     """Disk that memory-mapped tokens take: `n_clips` rows of each (tokens, dim) array in `dtype`."""
     return int(n_clips * sum(n * d for n, d in shapes) * dtype_bytes(dtype))

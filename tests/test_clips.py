@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from surgwm.data.clips import Clip, ClipCache, build_clips, next_step
+from surgwm.data.clips import Clip, ClipCache, build_clips
+from surgwm.evaluation.table import next_transition
 from surgwm.data.manifest import Interval, Manifest, VideoEntry
 
 STEPS = ["range_of_motion", "suturing", "other"]
@@ -67,7 +68,8 @@ def test_an_event_shows_when_half_of_it_or_half_of_the_clip_is_in_the_span() -> 
 def test_next_step() -> None:
     v = video("a", frames=40)
     clips = build_clips(manifest(v), 8, 4, 4.0)
-    nxt = {c.start: next_step(v, c, STEPS, 8, 4.0) for c in clips}
+    index = {s: i for i, s in enumerate(STEPS)}
+    nxt = {c.start: next_transition(v, c, index, 8, 4.0)[0] for c in clips}
     assert nxt[0] == 1                     # range_of_motion -> suturing
     assert nxt[8] == 2                     # suturing -> other (after the 4.5-6 s gap)
     assert nxt[16] == 2                    # centre 5 s is unlabelled; next is 'other'

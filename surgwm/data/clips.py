@@ -11,9 +11,8 @@ positive: it would teach a probe to fire on nothing), or an instantaneous event 
 
 from __future__ import annotations
 
-import bisect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -81,19 +80,6 @@ def video_clips(video: VideoEntry, manifest: Manifest, clip_frames: int, clip_st
 def build_clips(manifest: Manifest, clip_frames: int, clip_stride: int, fps: float) -> list[Clip]:
     """All clips of every usable, decoded video (manifest from the decode stage, with `frames` filled)."""
     return [c for v in manifest.usable() for c in video_clips(v, manifest, clip_frames, clip_stride, fps)]
-
-
-def next_step(video: VideoEntry, clip: Clip, step_classes: Sequence[str], clip_frames: int, fps: float) -> int:
-    """Step anticipation target: the first step after the clip's centre that differs from its own, -1 if none."""
-    index = {c: i for i, c in enumerate(step_classes)}
-    t0, t1 = clip_span(clip.start, clip_frames, fps)
-    mid = (t0 + t1) / 2
-    ordered = sorted(video.steps, key=lambda iv: iv.start)
-    for iv in ordered[bisect.bisect_right([iv.start for iv in ordered], mid):]:
-        i = _index(iv.label, index, "step", video.video_id)
-        if i != clip.step:
-            return i
-    return -1
 
 
 class ClipCache:

@@ -13,7 +13,6 @@ docs/evaluation_report.md says how to read it.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from surgwm.evaluation.charts import LOSSES, _num, plot_efficiency, plot_losses, plot_metrics, plot_precision_recall
 from surgwm.evaluation.compare import build, event_curves, load_units
 from surgwm.evaluation.records import Record, collect
+from surgwm.device import same_device
 from surgwm.io import atomic_write_text, get_dotted, read_json, write_json
 from surgwm.params import Params, load_params
 from surgwm.paths import DECODED, EVALUATE, METRICS, REPORTS, TRAIN
@@ -256,12 +256,6 @@ def _future(records: Sequence[Record], params: Params, notes: Notes) -> list[str
     return out + [""]
 
 
-def _same_device(device: str, price_name: str) -> bool:
-    """A price applies to the device it names exactly (case and spacing aside): 'RTX 3090' is not 'RTX 4090'."""
-    norm = lambda s: re.sub(r"\s+", " ", s).strip().casefold()   # noqa: E731
-    return norm(device) == norm(price_name)
-
-
 def cost_rows(params: Params, records: Sequence[Record]) -> dict[str, dict[str, Any]]:
     """Per run: train time + feature-cache build, device-hours, and USD where a price names its device exactly."""
     out: dict[str, dict[str, Any]] = {}
@@ -285,7 +279,7 @@ def cost_rows(params: Params, records: Sequence[Record]) -> dict[str, dict[str, 
             row["note"] = ("the train metrics do not record feature_cache_s (building frozen's feature cache): "
                            "the total leaves it out")
         for name, price in params.evaluate.gpu_prices.items():
-            row["usd"][name] = (round(row["device_hours"] * price, 4) if _same_device(device, name) else
+            row["usd"][name] = (round(row["device_hours"] * price, 4) if same_device(device, name) else
                                 {"unavailable": f"trained on {device}; the price names {name}"})
         out[r.name] = row
     return out

@@ -169,7 +169,7 @@ def seed_metrics(sc: Scored, split: str, r: int, tasks: dict[str, Task], params:
 
 def assemble(sc: Scored, tasks: dict[str, Task], why: dict[str, str | None], params: Params) -> dict[str, Any]:
     """The metrics JSON's task sections (test), `validation`, `efficiency` and `sizes`, seed means."""
-    ev, t = params.evaluate, sc.table
+    t = sc.table
     n = len(sc.fits)
     per = {split: [seed_metrics(sc, split, r, tasks, params) for r in range(n)] for split in ("val", "test")}
     res: dict[str, Any] = {}

@@ -101,20 +101,7 @@ def resolve(params: Params, name: str) -> RunConfig:
         end = train.ema_momentum_end if train.ema_momentum_end is not None else max(start, method.ema[1])
         fill.update(ema_momentum=start, ema_momentum_end=end)
     cfg = RunConfig(name, method, train.model_copy(update=fill), params.model, params.data)
-    check(cfg)
     return cfg
-
-
-def check(cfg: RunConfig) -> None:
-    """Geometry the encoder needs, repeated here for callers that build a RunConfig by hand."""
-    d, m = cfg.data, cfg.model
-    if d.clip_frames % TUBELET:
-        raise ConfigError(f"data.clip_frames ({d.clip_frames}) must be a multiple of the tubelet size {TUBELET}")
-    if d.size % PATCH:
-        raise ConfigError(f"data.size ({d.size}) must be a multiple of the patch size {PATCH}")
-    if m.context_frames % TUBELET or not 0 < m.context_frames < d.clip_frames:
-        raise ConfigError(f"model.context_frames ({m.context_frames}) must be a multiple of {TUBELET} "
-                          f"and less than data.clip_frames ({d.clip_frames})")
 
 
 def weights_info(weights_dir: Path) -> dict[str, Any]:
